@@ -1,0 +1,1 @@
+"""bootinit/iscsi package."""

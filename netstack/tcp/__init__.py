@@ -1,0 +1,1 @@
+"""netstack/tcp package."""
