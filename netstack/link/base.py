@@ -1,0 +1,56 @@
+"""The link interface: one Ethernet frame in, one Ethernet frame out.
+
+A link carries whole Ethernet II frames (destination MAC first, no FCS, no
+preamble). Backends: :mod:`netstack.link.tap` (a kernel TAP device),
+:mod:`netstack.link.wire` (an in-memory pair for tests), and the wrappers
+:mod:`netstack.link.fault` (seeded loss/dup/reorder/delay/corruption) and
+:mod:`netstack.link.pcap` (capture to a classic pcap file).
+
+Links are I/O backends, owned by the loop: they may touch file descriptors.
+Protocol code never sees a link, only frames and time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Buffer
+from typing import Protocol, runtime_checkable
+
+
+class LinkError(Exception):
+    """A link could not be opened, configured or used."""
+
+
+@runtime_checkable
+class Link(Protocol):
+    """What every link backend and wrapper provides."""
+
+    #: The link MTU: largest Ethernet payload (the frame is at most mtu + 14 bytes).
+    mtu: int
+
+    def fileno(self) -> int:
+        """A file descriptor that becomes readable when frames may be waiting."""
+        ...
+
+    def send(self, frame: Buffer) -> None:
+        """Send one Ethernet frame (never blocks; a full queue drops and counts)."""
+        ...
+
+    def recv(self) -> bytes | None:
+        """Return one received frame, or None when none is ready now (never blocks)."""
+        ...
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time at which the link needs ``poll(now)`` (delay queues), or None."""
+        ...
+
+    def poll(self, now: float) -> None:
+        """Let the link act on time (release delayed frames). ``now`` is monotonic seconds."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """Counters of this link (frames/bytes in/out, drops by reason, ...)."""
+        ...
+
+    def close(self) -> None:
+        """Release the link's resources (idempotent)."""
+        ...
