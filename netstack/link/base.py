@@ -12,8 +12,10 @@ Protocol code never sees a link, only frames and time.
 
 from __future__ import annotations
 
-from collections.abc import Buffer
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
+
+#: Anything frame-like: bytes, bytearray or memoryview (Python 3.11 has no Buffer ABC).
+BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 
 class LinkError(Exception):
@@ -31,7 +33,7 @@ class Link(Protocol):
         """A file descriptor that becomes readable when frames may be waiting."""
         ...
 
-    def send(self, frame: Buffer) -> None:
+    def send(self, frame: BytesLike) -> None:
         """Send one Ethernet frame (never blocks; a full queue drops and counts)."""
         ...
 
