@@ -25,7 +25,8 @@ class Counters:
 
     def get(self, layer: str, name: str) -> int:
         """The value of ``layer.name`` (0 when never counted)."""
-        return self._layers.get(layer, {}).get(name, 0)
+        layer_d = self._layers.get(layer)
+        return 0 if layer_d is None else layer_d.get(name, 0)
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         """A plain-dict snapshot."""
