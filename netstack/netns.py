@@ -8,6 +8,7 @@ Processes started here are tracked by PID and stopped by PID only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -95,6 +96,63 @@ def namespace(prefix: str = "bi") -> Iterator[str]:
         yield name
     finally:
         delete(name)
+
+
+#: ``setns(2)`` namespace type for network namespaces.
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int, what: str) -> None:
+    """Call ``setns(fd, CLONE_NEWNET)`` (Python 3.11 has no ``os.setns``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(f"setns({what}): {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Run the body with this thread in namespace ``name``; always switch back.
+
+    Only for short, non-blocking steps (e.g. opening ``/dev/net/tun`` so that a TAP
+    device living in ``name`` can be attached): sockets and tun files remember the
+    namespace they were opened in. The process is single-threaded, so this is safe.
+    """
+    if not exists(name):
+        raise NetnsError(f"namespace {name!r} does not exist")
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target, name)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(home, "back to the original namespace")
+    finally:
+        os.close(home)
+
+
+def link_exists(dev: str, netns: str | None = None) -> bool:
+    """Whether interface ``dev`` exists (inside ``netns`` when given)."""
+    cmd = ["ip", "link", "show", "dev", dev]
+    if netns is not None:
+        if not exists(netns):
+            return False
+        cmd = ["ip", "-n", netns, "link", "show", "dev", dev]
+    return run(cmd, check=False).returncode == 0
+
+
+def set_mtu(dev: str, mtu: int, netns: str | None = None) -> None:
+    """Set the MTU of ``dev`` (inside ``netns`` when given)."""
+    run(["ip", "link", "set", "dev", dev, "mtu", str(mtu)], netns=netns)
+
+
+def delete_link(dev: str, netns: str | None = None) -> None:
+    """Delete interface ``dev`` (inside ``netns`` when given); no error if it is gone."""
+    run(["ip", "link", "del", "dev", dev], netns=netns, check=False)
 
 
 class NetnsProcess:

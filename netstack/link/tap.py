@@ -1,0 +1,284 @@
+"""A kernel TAP device as a :class:`~netstack.link.base.Link`.
+
+New TAP devices are created through pytap2 (``TapDevice(mode=TapMode.Tap)``); pytap2
+sets ``IFF_NO_PI`` unless ``enable_packet_info=True``, so frames carry no packet-info
+header, and it never sets ``IFF_VNET_HDR`` (no offload headers, no GSO frames larger
+than the MTU). The kernel side is then moved into a network namespace
+(``ip link set DEV netns NS``: the file descriptor keeps working), given its MTU, a peer
+address or a bridge to join, and brought up.
+
+pytap2 quirks handled here:
+
+* it appends ``%d`` to the requested name, so it can only *create* devices; attaching
+  to an existing TAP by its exact name (``--tap NAME``) opens ``/dev/net/tun`` and
+  issues ``TUNSETIFF`` directly (``IFF_TAP | IFF_NO_PI``). A tun file resolves names
+  in the namespace it was opened in, so a TAP living inside ``--netns`` is attached by
+  opening ``/dev/net/tun`` from inside that namespace (:func:`netstack.netns.inside`);
+* its ``mtu`` argument is only remembered (used as ``read()``'s default size), never set
+  on the device: the MTU is set with ``ip link set DEV mtu N``;
+* ``up()``/``ifconfig()`` shell out to ``ifconfig`` in the *current* namespace: unused;
+* it registers ``close`` with :mod:`atexit`, which would close the fd number a second
+  time at exit (by then possibly reused): the registration is removed on close;
+* its descriptor is blocking: it is switched to non-blocking here.
+
+Kernel facts (Linux 6.x): a TAP's maximum MTU is 65521; writing to a TAP whose
+kernel side is down fails with EIO; writes shorter than 14 bytes fail with EINVAL;
+after the device vanished (its namespace was deleted) read/write fail with EBADFD.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import struct
+from ipaddress import IPv4Interface
+
+from pytap2 import TapDevice, TapMode
+
+from netstack import netns as nsh
+from netstack.link.base import BytesLike, LinkError
+
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+#: Largest link MTU accepted (the kernel allows 65521 on a TAP).
+MAX_MTU = 65520
+#: Smallest IPv4 MTU.
+MIN_MTU = 68
+#: Ethernet II header length (no FCS, no VLAN tag).
+ETH_HLEN = 14
+
+
+def check_ifname(name: str, what: str = "interface name") -> str:
+    """Return ``name`` if it is a valid Linux interface name, else raise LinkError."""
+    if not 1 <= len(name) <= 15:
+        raise LinkError(f"{what} {name!r}: must be 1..15 characters")
+    if name in (".", "..") or any(c in name for c in "/: \t\n%") or not name.isprintable():
+        raise LinkError(f"{what} {name!r}: contains a character not allowed in names")
+    return name
+
+
+def check_mtu(mtu: int) -> int:
+    """Return ``mtu`` if it is within MIN_MTU..MAX_MTU, else raise LinkError."""
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not MIN_MTU <= mtu <= MAX_MTU:
+        raise LinkError(f"MTU {mtu!r}: must be an integer in {MIN_MTU}..{MAX_MTU}")
+    return mtu
+
+
+class TapLink:
+    """One TAP device; our side is the file descriptor, the kernel side lives in ``netns``.
+
+    Args:
+        mtu: link MTU (68..65520), set on the device.
+        netns: namespace to move the kernel side into (must exist). ``None`` leaves
+            it where it is (only sensible with ``tap=``: a TAP someone else set up).
+        peer_ip: address (CIDR) to put on the kernel side (needs ``netns``).
+        bridge: bridge inside ``netns`` to enslave the kernel side to (needs ``netns``).
+        tap: attach to this existing TAP device instead of creating one. It is looked
+            for inside ``netns`` first, then in the root namespace (then moved).
+        prefix: name prefix for a created device (first 6 characters are used).
+        up: bring the kernel side up.
+    """
+
+    def __init__(self, *, mtu: int = 1500, netns: str | None = None,
+                 peer_ip: str | IPv4Interface | None = None, bridge: str | None = None,
+                 tap: str | None = None, prefix: str = "bitap", up: bool = True) -> None:
+        self.mtu = check_mtu(mtu)
+        self.netns = netns
+        self.created = tap is None
+        self._fd = -1
+        self._dev: TapDevice | None = None
+        self._closed = False
+        self._where: str | None = None  # namespace the kernel side is in now
+        self._frame_max = self.mtu + ETH_HLEN
+        self._c: dict[str, int] = {
+            "rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
+            "tx_drop_full": 0, "tx_drop_link_down": 0,
+        }
+        if peer_ip is not None and netns is None:
+            raise LinkError(f"peer address {peer_ip}: needs a namespace for the kernel side "
+                            "(addresses are never added in the root namespace)")
+        if bridge is not None and netns is None:
+            raise LinkError(f"bridge {bridge!r}: needs the namespace the bridge lives in")
+        if bridge is not None and peer_ip is not None:
+            raise LinkError(f"bridge {bridge!r} and peer address {peer_ip}: choose one "
+                            "(with a bridge, the peer address belongs on the bridge)")
+        if netns is not None and not nsh.exists(netns):
+            raise LinkError(f"namespace {netns!r} does not exist")
+        if netns is None and tap is None:
+            raise LinkError("creating a TAP needs a namespace for its kernel side")
+        peer = None
+        if peer_ip is not None:
+            try:
+                peer = IPv4Interface(peer_ip)
+            except ValueError as e:
+                raise LinkError(f"peer address {peer_ip!r}: {e}") from e
+        if bridge is not None:
+            check_ifname(bridge, "bridge name")
+        try:
+            if tap is None:
+                check_ifname(prefix, "TAP name prefix")
+                self.name = self._create(prefix)
+            else:
+                self.name = check_ifname(tap, "TAP name")
+                self._where = self._attach(tap, netns)
+            os.set_blocking(self._fd, False)
+            if netns is not None and self._where != netns:
+                nsh.move_to(self.name, netns)
+                self._where = netns
+            nsh.set_mtu(self.name, self.mtu, netns)
+            if bridge is not None:
+                assert netns is not None
+                if not nsh.link_exists(bridge, netns):
+                    raise LinkError(f"bridge {bridge!r} does not exist in namespace {netns!r}")
+                nsh.enslave(netns, self.name, bridge)
+            if peer is not None:
+                assert netns is not None
+                nsh.add_address(netns, self.name, str(peer))
+            if up:
+                nsh.link_up(self.name, netns)
+        except nsh.NetnsError as e:
+            self.close()
+            raise LinkError(f"TAP setup failed: {e}") from e
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _create(self, prefix: str) -> str:
+        """Create a new (non-persistent) TAP through pytap2; returns its name.
+
+        The name is unique across namespaces (``prefix[:6]`` + 6 hex digits + the
+        number pytap2 appends), so it can join a namespace that already has TAPs.
+        """
+        base = f"{prefix[:6]}{secrets.token_hex(3)}"
+        try:
+            dev = TapDevice(mode=TapMode.Tap, name=base, mtu=self.mtu)
+        except OSError as e:
+            raise LinkError(f"cannot create TAP {base}N via /dev/net/tun: {e}") from e
+        self._dev = dev
+        self._fd = dev.fileno()
+        if dev.is_packet_information_enabled:  # pragma: no cover - pytap2 default is off
+            raise LinkError("pytap2 enabled the packet-info header (IFF_NO_PI missing)")
+        return str(dev.name)
+
+    def _attach(self, tap: str, netns: str | None) -> str | None:
+        """Attach to an existing TAP; returns the namespace it was found in."""
+        if netns is not None and nsh.link_exists(tap, netns):
+            where: str | None = netns
+        elif nsh.link_exists(tap):
+            where = None
+        else:
+            scope = f"namespace {netns!r} or the root namespace" if netns else "root namespace"
+            raise LinkError(f"TAP {tap!r} does not exist in the {scope}")
+        try:
+            if where is None:
+                fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+            else:
+                with nsh.inside(where):
+                    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        except (OSError, nsh.NetnsError) as e:
+            raise LinkError(f"cannot open /dev/net/tun to attach {tap!r}: {e}") from e
+        self._fd = fd
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", tap.encode(), IFF_TAP | IFF_NO_PI))
+        except OSError as e:
+            reason = {
+                errno.EBUSY: "it is already open by another process",
+                errno.EEXIST: "it exists but is not a TAP device (a TUN, or another type)",
+                errno.EINVAL: "it exists but is not a TAP device (a TUN, or another type)",
+                errno.EPERM: "permission denied (owner/group of the persistent TAP)",
+            }.get(e.errno or 0, str(e))
+            raise LinkError(f"cannot attach to TAP {tap!r}: {reason}") from e
+        return where
+
+    # -- Link protocol -------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The TAP file descriptor (readable when the kernel has a frame for us)."""
+        if self._closed:
+            raise LinkError(f"TAP {self.name}: closed")
+        return self._fd
+
+    def send(self, frame: BytesLike) -> None:
+        """Write one frame. A full queue (EAGAIN/ENOBUFS) or a down link drops and counts."""
+        n = len(frame)
+        if not ETH_HLEN <= n <= self._frame_max:
+            raise LinkError(f"TAP {self.name}: frame of {n} bytes outside "
+                            f"{ETH_HLEN}..{self._frame_max} (MTU {self.mtu})")
+        try:
+            os.write(self._fd, frame)
+        except (BlockingIOError, InterruptedError):
+            self._c["tx_drop_full"] += 1
+            return
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                self._c["tx_drop_full"] += 1
+                return
+            if e.errno == errno.EIO:
+                self._c["tx_drop_link_down"] += 1
+                return
+            raise LinkError(f"TAP {self.name}: write failed: {e}") from e
+        c = self._c
+        c["tx_frames"] += 1
+        c["tx_bytes"] += n
+
+    def recv(self) -> bytes | None:
+        """Read one frame (at most mtu + 14 bytes), or None when none is waiting."""
+        try:
+            frame = os.read(self._fd, self._frame_max)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+        c = self._c
+        c["rx_frames"] += 1
+        c["rx_bytes"] += len(frame)
+        return frame
+
+    def next_deadline(self) -> float | None:
+        """A TAP has no timers."""
+        return None
+
+    def poll(self, now: float) -> None:
+        """Nothing to do on time."""
+
+    def counters(self) -> dict[str, int]:
+        """rx/tx frames and bytes, drops by reason."""
+        return dict(self._c)
+
+    def close(self) -> None:
+        """Close the descriptor; a TAP we created is deleted (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        dev, self._dev = self._dev, None
+        if dev is not None:
+            atexit.unregister(dev.close)
+            dev.close()
+        elif self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -1
+        name = getattr(self, "name", None)
+        # Closing the last fd of a non-persistent TAP deletes it; make sure of it.
+        if self.created and name is not None:
+            where = self._where
+            with contextlib.suppress(nsh.NetnsError):
+                if (where is None or nsh.exists(where)) and nsh.link_exists(name, where):
+                    nsh.delete_link(name, where)
+
+    def __enter__(self) -> TapLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TapLink({getattr(self, 'name', '?')!r}, mtu={self.mtu}, netns={self.netns!r})"
