@@ -1,0 +1,269 @@
+"""The link options every ``bootinit`` command takes, and opening the link they describe.
+
+::
+
+    parser = argparse.ArgumentParser()
+    add_link_options(parser)
+    args = parser.parse_args()
+    try:
+        opts = LinkOptions.from_args(args)
+    except LinkOptionError as e:
+        parser.error(str(e))
+    link = open_link(opts, clock=time.monotonic)   # TAP -> fault -> pcap
+
+Options are taken as plain strings by argparse and validated here, so every problem
+is a :class:`LinkOptionError` naming the option and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+from netstack import netns as nsh
+from netstack.link.base import Link, LinkError
+from netstack.link.fault import FaultLink, FaultSpec, FaultSpecError
+from netstack.link.pcap import PcapLink
+from netstack.link.tap import MAX_MTU, MIN_MTU, TapLink
+
+DEFAULT_MTU = 1500
+
+
+class LinkOptionError(ValueError):
+    """A link option has a bad value (or clashes with another); names option and value."""
+
+    def __init__(self, option: str, value: object, problem: str) -> None:
+        shown = "" if value is None else f" {value}"
+        super().__init__(f"{option}{shown}: {problem}")
+        self.option = option
+        self.value = value
+        self.problem = problem
+
+
+def random_mac() -> bytes:
+    """A random locally administered unicast MAC address."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return bytes(b)
+
+
+def format_mac(mac: bytes) -> str:
+    """``02:00:5e:10:00:01`` form."""
+    return ":".join(f"{x:02x}" for x in mac)
+
+
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-])(?:[0-9a-fA-F]{2}\1){4}[0-9a-fA-F]{2}$")
+
+
+def parse_mac(text: str, option: str = "--mac") -> bytes:
+    """Parse ``aa:bb:cc:dd:ee:ff`` (or with ``-``) into 6 bytes; must be unicast, not zero."""
+    if not _MAC_RE.match(text):
+        raise LinkOptionError(option, text, "expected six hex octets like 02:00:00:00:00:01")
+    mac = bytes(int(x, 16) for x in re.split(r"[:-]", text))
+    if mac[0] & 1:
+        raise LinkOptionError(option, text, "is a multicast address (lowest bit of the "
+                              "first octet set); a unicast MAC is needed")
+    if mac == bytes(6):
+        raise LinkOptionError(option, text, "the all-zero address is not a valid MAC")
+    return mac
+
+
+def _parse_cidr(option: str, text: str) -> IPv4Interface:
+    if "/" not in text:
+        raise LinkOptionError(option, text, "expected ADDR/PREFIX, e.g. 10.0.0.2/24")
+    try:
+        iface = IPv4Interface(text)
+    except ValueError as e:
+        raise LinkOptionError(option, text, f"not an IPv4 ADDR/PREFIX ({e})") from None
+    net = iface.network
+    if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
+        raise LinkOptionError(option, text, f"is the network or broadcast address of {net}")
+    if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
+        raise LinkOptionError(option, text, "is not a usable unicast host address")
+    return iface
+
+
+def _check_ns_name(text: str) -> str:
+    if (not text or len(text) > 64 or text in (".", "..")
+            or not re.fullmatch(r"[A-Za-z0-9_.\-]+", text)):
+        raise LinkOptionError("--netns", text, "not a valid namespace name "
+                              "(letters, digits, '_', '-', '.'; at most 64)")
+    return text
+
+
+def _check_ifname(option: str, text: str) -> str:
+    if not 1 <= len(text) <= 15 or text in (".", "..") or not re.fullmatch(
+            r"[A-Za-z0-9_.\-]+", text):
+        raise LinkOptionError(option, text, "not a valid interface name "
+                              "(1..15 of letters, digits, '_', '-', '.')")
+    return text
+
+
+def _parse_mtu(text: str | int) -> int:
+    try:
+        mtu = int(text)
+    except (TypeError, ValueError):
+        raise LinkOptionError("--mtu", text, "not an integer") from None
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise LinkOptionError("--mtu", text, f"must be in {MIN_MTU}..{MAX_MTU}")
+    return mtu
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Validated link options (see :func:`add_link_options` for their meaning)."""
+
+    netns: str | None = None
+    bridge: str | None = None
+    peer_ip: IPv4Interface | None = None
+    ip: IPv4Interface | None = None
+    gateway: IPv4Address | None = None
+    mac: bytes = field(default_factory=random_mac)
+    mtu: int = DEFAULT_MTU
+    fault: FaultSpec | None = None
+    pcap: Path | None = None
+    tap: str | None = None
+
+    def __post_init__(self) -> None:
+        """Cross-option checks (single values are checked while parsing)."""
+        if self.netns is None and self.tap is None:
+            raise LinkOptionError("--netns", None, "required: the TAP's kernel side must "
+                                  "live in a namespace (or give --tap NAME to attach to an "
+                                  "existing TAP)")
+        if self.bridge is not None and self.netns is None:
+            raise LinkOptionError("--bridge", self.bridge, "needs --netns (the namespace "
+                                  "the bridge lives in)")
+        if self.peer_ip is not None and self.netns is None:
+            raise LinkOptionError("--peer-ip", self.peer_ip, "needs --netns (addresses are "
+                                  "only added inside a namespace)")
+        if self.bridge is not None and self.peer_ip is not None:
+            raise LinkOptionError("--peer-ip", self.peer_ip, f"cannot be combined with "
+                                  f"--bridge {self.bridge} (the peer address belongs on "
+                                  f"the bridge)")
+        if self.gateway is not None:
+            if self.ip is None:
+                raise LinkOptionError("--gateway", self.gateway, "needs --ip")
+            if self.gateway not in self.ip.network:
+                raise LinkOptionError("--gateway", self.gateway,
+                                      f"is not inside our network {self.ip.network}")
+            if self.gateway == self.ip.ip:
+                raise LinkOptionError("--gateway", self.gateway, "is our own address (--ip)")
+        if self.ip is not None and self.peer_ip is not None and self.ip.ip == self.peer_ip.ip:
+            raise LinkOptionError("--peer-ip", self.peer_ip, "is the same address as --ip")
+        if len(self.mac) != 6 or self.mac[0] & 1 or self.mac == bytes(6):
+            raise LinkOptionError("--mac", format_mac(self.mac), "not a unicast MAC address")
+        _parse_mtu(self.mtu)
+
+    @property
+    def network(self) -> IPv4Network | None:
+        """Our network (from ``--ip``)."""
+        return None if self.ip is None else self.ip.network
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LinkOptions:
+        """Validate the raw strings that :func:`add_link_options` put into ``args``."""
+        netns = None if args.netns is None else _check_ns_name(args.netns)
+        bridge = None if args.bridge is None else _check_ifname("--bridge", args.bridge)
+        tap = None if args.tap is None else _check_ifname("--tap", args.tap)
+        peer_ip = None if args.peer_ip is None else _parse_cidr("--peer-ip", args.peer_ip)
+        ip = None if args.ip is None else _parse_cidr("--ip", args.ip)
+        gateway = None
+        if args.gateway is not None:
+            try:
+                gateway = IPv4Address(args.gateway)
+            except ValueError:
+                raise LinkOptionError("--gateway", args.gateway,
+                                      "not an IPv4 address") from None
+        mac = random_mac() if args.mac is None else parse_mac(args.mac)
+        mtu = DEFAULT_MTU if args.mtu is None else _parse_mtu(args.mtu)
+        fault = None
+        if args.fault is not None:
+            try:
+                fault = FaultSpec.parse(args.fault)
+            except FaultSpecError as e:
+                raise LinkOptionError("--fault", args.fault, str(e)) from None
+        pcap = None
+        if args.pcap is not None:
+            pcap = Path(args.pcap)
+            if pcap.is_dir() or not str(args.pcap):
+                raise LinkOptionError("--pcap", args.pcap, "is a directory, not a file name")
+            if not pcap.parent.is_dir():
+                raise LinkOptionError("--pcap", args.pcap,
+                                      f"directory {pcap.parent} does not exist")
+        return cls(netns=netns, bridge=bridge, peer_ip=peer_ip, ip=ip, gateway=gateway,
+                   mac=mac, mtu=mtu, fault=fault, pcap=pcap, tap=tap)
+
+    def to_argv(self) -> list[str]:
+        """The command-line arguments that give these options back."""
+        argv: list[str] = []
+        for opt, val in (("--netns", self.netns), ("--bridge", self.bridge),
+                         ("--peer-ip", self.peer_ip), ("--ip", self.ip),
+                         ("--gateway", self.gateway), ("--tap", self.tap),
+                         ("--pcap", self.pcap)):
+            if val is not None:
+                argv += [opt, str(val)]
+        argv += ["--mac", format_mac(self.mac), "--mtu", str(self.mtu)]
+        if self.fault is not None:
+            argv += ["--fault", str(self.fault)]
+        return argv
+
+
+def add_link_options(parser: argparse.ArgumentParser) -> None:
+    """Add the link options (as an argument group named "link") to ``parser``."""
+    g = parser.add_argument_group("link", "where frames go: a TAP device and its wrappers")
+    g.add_argument("--netns", metavar="NS",
+                   help="existing network namespace to put the TAP's kernel side in")
+    g.add_argument("--bridge", metavar="BR",
+                   help="bridge inside NS to enslave the TAP's kernel side to")
+    g.add_argument("--peer-ip", metavar="ADDR/PREFIX",
+                   help="address for the TAP's kernel side (inside NS)")
+    g.add_argument("--ip", metavar="ADDR/PREFIX", help="our own address")
+    g.add_argument("--gateway", metavar="ADDR", help="our default gateway")
+    g.add_argument("--mac", metavar="MAC",
+                   help="our MAC (default: random locally administered unicast)")
+    g.add_argument("--mtu", metavar="N", help=f"link MTU, {MIN_MTU}..{MAX_MTU} "
+                   f"(default {DEFAULT_MTU})")
+    g.add_argument("--fault", metavar="SPEC", help="inject faults, e.g. "
+                   "loss=0.05,reorder=0.02,dup=0.01,corrupt=0.001,delay_ms=5,seed=7")
+    g.add_argument("--pcap", metavar="FILE", help="capture all frames to this pcap file")
+    g.add_argument("--tap", metavar="NAME",
+                   help="attach to this existing TAP device instead of creating one")
+
+
+def open_link(opts: LinkOptions,
+              clock: Callable[[], float] = time.monotonic) -> Link:
+    """Open the TAP described by ``opts`` and wrap it: TAP -> fault -> pcap.
+
+    Raises :class:`LinkOptionError` for options that name missing things (namespace,
+    bridge) and :class:`~netstack.link.base.LinkError` when the TAP cannot be set up.
+    """
+    if opts.netns is not None and not nsh.exists(opts.netns):
+        raise LinkOptionError("--netns", opts.netns, "no such namespace")
+    if opts.bridge is not None:
+        assert opts.netns is not None
+        if not nsh.link_exists(opts.bridge, opts.netns):
+            raise LinkOptionError("--bridge", opts.bridge,
+                                  f"no such interface in namespace {opts.netns}")
+    link: Link = TapLink(mtu=opts.mtu, netns=opts.netns, peer_ip=opts.peer_ip,
+                         bridge=opts.bridge, tap=opts.tap)
+    try:
+        if opts.fault is not None:
+            link = FaultLink(link, spec=opts.fault, clock=clock)
+        if opts.pcap is not None:
+            link = PcapLink(link, opts.pcap)
+    except BaseException:
+        link.close()
+        raise
+    return link
+
+
+__all__ = [
+    "DEFAULT_MTU", "LinkError", "LinkOptionError", "LinkOptions", "add_link_options",
+    "format_mac", "open_link", "parse_mac", "random_mac",
+]
