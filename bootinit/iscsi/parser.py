@@ -1,0 +1,326 @@
+"""Resumable iSCSI receive parser (RFC 7143 §11.1, §13.1).
+
+TCP delivers the byte stream in arbitrary chunks; :meth:`PduParser.feed` takes
+each chunk as it comes and returns the PDUs it completes.  The parser walks
+
+    BHS (48) -> AHS (TotalAHSLength*4) -> header digest (4) -> data + padding
+    -> data digest (4)
+
+keeping its place between calls, so a PDU may arrive one byte at a time.
+
+Data-In placement (the hot path): the session registers a writable buffer per
+Initiator Task Tag with :meth:`PduParser.place`; the payload of each Data-In for
+that ITT is copied straight from the TCP chunk into ``buffer[BufferOffset:]``
+and the :class:`~bootinit.iscsi.pdu.DataIn` handed back has ``placed=True`` and
+no data.  That is the only copy of the payload.
+
+Errors:
+
+* fatal (raised; the connection must be dropped, the parser refuses further
+  input): :class:`HeaderDigestError`, :class:`DataSegmentTooLong`,
+  :class:`PlacementError`, :class:`PduFormatError`.
+* recoverable (returned in the list *in place of the PDU*):
+  :class:`DataDigestError` with ``.pdu`` set, so the session can recover per
+  RFC 7143 §7.8.1 while parsing goes on with the next PDU.
+
+Digests are switched on with :meth:`PduParser.set_digests` once login has
+negotiated them (they apply from the first PDU after the final Login Response,
+§13.1).  To make that race-free the parser pauses after a final successful
+Login Response: bytes behind it are kept (copied, once) until the next
+:meth:`feed` call, by which time the session has set the digests.
+"""
+
+from __future__ import annotations
+
+from bootinit.iscsi.digest import crc32c
+from bootinit.iscsi.errors import (
+    DataDigestError,
+    DataSegmentTooLong,
+    HeaderDigestError,
+    IscsiError,
+    PduFormatError,
+    PlacementError,
+    ProtocolError,
+)
+from bootinit.iscsi.pdu import (
+    BHS_LEN,
+    MAX_DSL,
+    PDU_CLASSES,
+    DataIn,
+    LoginResponse,
+    Opcode,
+    Pdu,
+    Stage,
+    decode,
+)
+from netstack.link.base import BytesLike
+
+ParsedItem = Pdu | DataDigestError
+"""What :meth:`PduParser.feed` yields: a PDU, or a recoverable data digest error."""
+
+_S_BHS = 0  # the 48-byte BHS
+_S_AHS = 1  # AHS and header digest
+_S_DATA = 2  # data segment and padding
+_S_DDIGEST = 3  # data digest
+
+_MAX_HEADER = BHS_LEN + 255 * 4 + 4
+_DATA_IN = int(Opcode.DATA_IN)
+
+
+class PduParser:
+    """Incremental parser of a received iSCSI byte stream (see module doc)."""
+
+    __slots__ = (
+        "_accept",
+        "_broken",
+        "_crc",
+        "_data",
+        "_data_len",
+        "_data_need",
+        "_dest",
+        "_dest_off",
+        "_got",
+        "_hbuf",
+        "_held",
+        "_hneed",
+        "_max_dsl",
+        "_placements",
+        "_state",
+        "data_digest",
+        "header_digest",
+        "pause_after_login",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_recv_data_segment_length: int = 8192,
+        header_digest: bool = False,
+        data_digest: bool = False,
+        accept_opcodes: frozenset[int] | None = None,
+        pause_after_login: bool = True,
+    ) -> None:
+        """``accept_opcodes`` limits the opcodes taken (None: every known opcode)."""
+        self._max_dsl = 0
+        self.max_recv_data_segment_length = max_recv_data_segment_length
+        self.header_digest = header_digest
+        self.data_digest = data_digest
+        self.pause_after_login = pause_after_login
+        self._accept = frozenset(PDU_CLASSES) if accept_opcodes is None else accept_opcodes
+        self._placements: dict[int, memoryview] = {}
+        self._hbuf = bytearray(_MAX_HEADER + 4)  # + data digest
+        self._held: bytes = b""
+        self._broken: IscsiError | None = None
+        self._reset()
+
+    # -- configuration -----------------------------------------------------
+
+    @property
+    def max_recv_data_segment_length(self) -> int:
+        """Largest DataSegmentLength accepted (our declared MaxRecvDataSegmentLength)."""
+        return self._max_dsl
+
+    @max_recv_data_segment_length.setter
+    def max_recv_data_segment_length(self, value: int) -> None:
+        if not 0 < value <= MAX_DSL:
+            raise ValueError(f"MaxRecvDataSegmentLength {value} outside 1..2**24-1")
+        self._max_dsl = value
+
+    def set_digests(self, header: bool, data: bool) -> None:
+        """Enable/disable digests; call between PDUs (after the final Login Response)."""
+        if self.pending():
+            raise ProtocolError("digest settings changed in the middle of a PDU")
+        self.header_digest = header
+        self.data_digest = data
+
+    def place(self, itt: int, buffer: bytearray | memoryview) -> None:
+        """Register ``buffer`` as the destination of Data-In payloads for ``itt``."""
+        mv = memoryview(buffer).cast("B")
+        if mv.readonly:
+            raise ValueError("placement buffer must be writable")
+        self._placements[itt] = mv
+
+    def unplace(self, itt: int) -> None:
+        """Forget the destination of ``itt`` (task done or aborted); no error if absent."""
+        self._placements.pop(itt, None)
+
+    def pending(self) -> int:
+        """Bytes of an incomplete PDU (or held input) currently inside the parser."""
+        held = len(self._held)
+        if self._state == _S_BHS:
+            return held + self._got
+        return held + max(self._got, 1)  # somewhere inside a PDU
+
+    @property
+    def broken(self) -> IscsiError | None:
+        """The fatal error that stopped the parser, or None."""
+        return self._broken
+
+    # -- parsing -------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._state = _S_BHS
+        self._got = 0  # bytes of the header / data / digest received so far
+        self._hneed = BHS_LEN
+        self._data_len = 0
+        self._data_need = 0
+        self._data: bytearray | None = None
+        self._dest: memoryview | None = None
+        self._dest_off = 0
+        self._crc = 0
+
+    def _fail(self, err: IscsiError) -> IscsiError:
+        self._broken = err
+        return err
+
+    def feed(self, chunk: BytesLike) -> list[ParsedItem]:
+        """Consume ``chunk`` and return the PDUs (or data digest errors) it completed.
+
+        Raises a fatal :class:`IscsiError` (see module doc); after that every call
+        raises :class:`ProtocolError`.
+        """
+        if self._broken is not None:
+            raise ProtocolError(f"receive parser stopped after: {self._broken}")
+        out: list[ParsedItem] = []
+        mv = memoryview(chunk)
+        if mv.format != "B" or mv.ndim != 1:
+            mv = mv.cast("B")
+        if self._held:
+            held, self._held = self._held, b""
+            rest = self._run(memoryview(held), out)
+            if rest is not None:  # paused again: keep the rest of held plus the chunk
+                self._held = bytes(rest) + bytes(mv)
+                return out
+        rest = self._run(mv, out)
+        if rest is not None:
+            self._held = bytes(rest)
+        return out
+
+    def _run(self, mv: memoryview, out: list[ParsedItem]) -> memoryview | None:
+        """Parse all of ``mv``; return the unparsed rest if paused after login."""
+        pos = 0
+        end = len(mv)
+        h = self._hbuf
+        while pos < end:
+            state = self._state
+            if state == _S_DATA:
+                pos = self._take_data(mv, pos, end)
+                if self._got < self._data_need:
+                    break
+                if self.data_digest:
+                    self._state = _S_DDIGEST
+                    self._got = 0
+                    continue
+            elif state == _S_DDIGEST:
+                n = min(4 - self._got, end - pos)
+                base = _MAX_HEADER + self._got
+                h[base:base + n] = mv[pos:pos + n]
+                self._got += n
+                pos += n
+                if self._got < 4:
+                    break
+            else:  # _S_BHS or _S_AHS
+                need = self._hneed
+                n = min(need - self._got, end - pos)
+                h[self._got:self._got + n] = mv[pos:pos + n]
+                self._got += n
+                pos += n
+                if self._got < need:
+                    break
+                if state == _S_BHS:
+                    full = BHS_LEN + h[4] * 4 + (4 if self.header_digest else 0)
+                    if full > BHS_LEN:
+                        self._state = _S_AHS
+                        self._hneed = full
+                        continue
+                if self._header_done():
+                    continue  # data follows
+            # the PDU is complete
+            item = self._finish()
+            out.append(item)
+            if (
+                self.pause_after_login
+                and pos < end
+                and isinstance(item, LoginResponse)
+                and item.transit
+                and item.nsg == Stage.FULL_FEATURE
+                and item.status_class == 0
+            ):
+                return mv[pos:end]
+        return None
+
+    def _header_done(self) -> bool:
+        """Check the complete header; return True when a data segment follows."""
+        h = self._hbuf
+        op = h[0] & 0x3F
+        ahs_len = h[4] * 4
+        dsl = int.from_bytes(h[5:8], "big")
+        hend = BHS_LEN + ahs_len
+        if self.header_digest:
+            crc = crc32c(memoryview(h)[:hend])
+            got = int.from_bytes(h[hend:hend + 4], "little")
+            if crc != got:
+                raise self._fail(HeaderDigestError(crc, got))
+        if op not in self._accept:
+            raise self._fail(PduFormatError("Opcode", f"0x{op:02x}", "unexpected opcode"))
+        if dsl > self._max_dsl:
+            raise self._fail(DataSegmentTooLong(dsl, self._max_dsl))
+        self._data_len = dsl
+        if dsl == 0:
+            return False
+        self._data_need = dsl + ((-dsl) & 3)
+        self._state = _S_DATA
+        self._got = 0
+        self._crc = 0
+        if op == _DATA_IN and self._placements:
+            itt = int.from_bytes(h[16:20], "big")
+            dest = self._placements.get(itt)
+            if dest is not None:
+                off = int.from_bytes(h[40:44], "big")
+                if off + dsl > len(dest):
+                    raise self._fail(PlacementError(itt, off, dsl, len(dest)))
+                self._dest = dest
+                self._dest_off = off
+                return True
+        self._data = bytearray(dsl)
+        return True
+
+    def _take_data(self, mv: memoryview, pos: int, end: int) -> int:
+        got = self._got
+        n = min(self._data_need - got, end - pos)
+        dlen = self._data_len
+        if got < dlen:
+            m = min(n, dlen - got)
+            if self._dest is not None:
+                o = self._dest_off + got
+                self._dest[o:o + m] = mv[pos:pos + m]
+            else:
+                assert self._data is not None
+                self._data[got:got + m] = mv[pos:pos + m]
+        if self.data_digest:
+            self._crc = crc32c(mv[pos:pos + n], self._crc)
+        self._got = got + n
+        return pos + n
+
+    def _finish(self) -> ParsedItem:
+        h = memoryview(self._hbuf)
+        ahs_len = self._hbuf[4] * 4
+        placed = self._dest is not None
+        data: BytesLike = b"" if placed or self._data is None else self._data
+        try:
+            pdu = decode(h[:BHS_LEN], h[BHS_LEN:BHS_LEN + ahs_len], data)
+        except PduFormatError as e:
+            raise self._fail(e) from None
+        if placed and isinstance(pdu, DataIn):
+            pdu.placed = True
+            pdu.segment_length = self._data_len
+        item: ParsedItem = pdu
+        if self._state == _S_DDIGEST:
+            got = int.from_bytes(self._hbuf[_MAX_HEADER:], "little")
+            if got != self._crc:
+                item = DataDigestError(self._crc, got, pdu)
+        self._reset()
+        return item
+
+
+__all__ = ["ParsedItem", "PduParser"]
