@@ -128,7 +128,7 @@ class PduParser:
 
     def set_digests(self, header: bool, data: bool) -> None:
         """Enable/disable digests; call between PDUs (after the final Login Response)."""
-        if self.pending():
+        if self._state != _S_BHS or self._got:
             raise ProtocolError("digest settings changed in the middle of a PDU")
         self.header_digest = header
         self.data_digest = data

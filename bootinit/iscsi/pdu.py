@@ -287,8 +287,9 @@ class ScsiCommand(Pdu):
             parts.append(struct.pack(">HBB", len(ext) + 1, AHS_EXTENDED_CDB, 0) + ext
                          + bytes(_pad4(len(ext))))
         if self.bidi_read_length is not None:
+            # AHSLength 5: reserved byte + 4-byte length; 8 bytes in all, no padding.
             parts.append(struct.pack(">HBBI", 5, AHS_BIDI_READ_LENGTH, 0,
-                                     self.bidi_read_length) + bytes(3))
+                                     self.bidi_read_length))
         return b"".join(parts)
 
     def _post_pack(self, buf: bytearray) -> None:
@@ -845,6 +846,7 @@ def encode(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False
     (not copied: keep it unchanged until sent) and ``tail`` is the 0-3 padding
     bytes (+ data digest over data and padding).
     """
+    f = pdu._pack()
     ahs = pdu._ahs()
     dsl = _nbytes(pdu.data)
     if dsl > MAX_DSL:
@@ -853,7 +855,6 @@ def encode(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False
         raise PduFormatError("TotalAHSLength", len(ahs) // 4, "exceeds 255 words")
     hlen = BHS_LEN + len(ahs)
     header = bytearray(hlen + (4 if header_digest else 0))
-    f = pdu._pack()
     _BHS.pack_into(header, 0, (pdu.OPCODE & 0x3F) | (pdu.immediate << 6), f[0], f[1], f[2],
                    (len(ahs) // 4) << 24 | dsl, *f[3:])
     pdu._post_pack(header)
