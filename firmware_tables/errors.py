@@ -94,4 +94,5 @@ class ConfigError(FirmwareTableError, ValueError):
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
+        self.message = message
         super().__init__(f"{path}: {message}" if path else message)
