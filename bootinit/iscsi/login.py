@@ -127,6 +127,8 @@ class LoginConfig:
     exp_statsn: int = 0
     max_exchanges: int = 64
     text_limit: int = 65536
+    max_send_data: int = LOGIN_MAX_DATA
+    """Largest data segment we send during login; longer text goes out with C=1."""
 
     def __post_init__(self) -> None:
         if not self.initiator_name:
@@ -137,6 +139,8 @@ class LoginConfig:
             raise ValueError("ISID must be 6 bytes")
         if self.chap is None and self.require_auth:
             raise ValueError("require_auth needs CHAP credentials")
+        if not 512 <= self.max_send_data <= LOGIN_MAX_DATA:
+            raise ValueError("max_send_data must be 512..8192 during login (§13.12)")
 
     @property
     def auth_required(self) -> bool:
@@ -242,7 +246,7 @@ class LoginMachine:
 
     def _send_text(self, pairs: Pairs, *, transit: bool, nsg: int) -> LoginRequest:
         """A request carrying ``pairs``; split with C=1 beyond 8192 bytes (§6.3)."""
-        chunks = split_text(encode_text(pairs), LOGIN_MAX_DATA)
+        chunks = split_text(encode_text(pairs), self.config.max_send_data)
         self._out = chunks[1:]
         self._out_transit, self._out_nsg = transit, nsg
         if self._out:
