@@ -1,0 +1,1172 @@
+"""One TCP connection: the RFC 9293 state machine for an initiator, pure (sans-IO).
+
+What it follows:
+- RFC 9293 §3.3.2 states and §3.10 event processing (active open, active and passive
+  close, TIME_WAIT; simultaneous open is answered with RST and counted);
+- RFC 7323 window scaling and timestamps (RTTM, PAWS);
+- RFC 2018 SACK: we send SACK blocks for our out-of-order queue and use the peer's
+  blocks as a scoreboard so loss recovery retransmits only the holes (RFC 6675 spirit);
+- RFC 6298 retransmission timer (SRTT/RTTVAR, Karn via timestamps, exponential backoff,
+  a give-up deadline);
+- RFC 5681 slow start / congestion avoidance, fast retransmit, RFC 6582 NewReno recovery;
+- RFC 5961 blind RST/SYN/ACK hardening with rate-limited challenge ACKs;
+- RFC 1122 §4.2.3.6 keepalive (off unless configured), §4.2.2.17 zero-window probing.
+
+No clock, no socket: every entry point takes ``now`` (monotonic seconds); segments to
+send are produced by :meth:`TcpConnection.output`. Received in-order bytes wait in a
+bounded buffer; the window we advertise is the space left in it, so a consumer that
+does not read stops the sender (backpressure).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netstack.counters import Counters
+from netstack.tcp import seq as sq
+from netstack.tcp.segment import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    Segment,
+    TcpOptions,
+    build,
+    build_options,
+)
+
+if TYPE_CHECKING:
+    from netstack.tcp.layer import TcpLayer
+
+
+class TcpState(enum.Enum):
+    """RFC 9293 §3.3.2 connection states."""
+
+    CLOSED = "CLOSED"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSING = "CLOSING"
+    TIME_WAIT = "TIME-WAIT"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    LAST_ACK = "LAST-ACK"
+
+
+class TcpError(Exception):
+    """A connection failed; ``reason`` is short and stable (refused, reset, timeout...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class TcpConfig:
+    """Tunables of one connection. Defaults suit a LAN boot/dump initiator."""
+
+    rcvbuf: int = 4 * 1024 * 1024
+    sndbuf: int = 4 * 1024 * 1024
+    min_rto: float = 0.2  # RFC 6298 says 1 s; 0.2 s as Linux does on a LAN
+    max_rto: float = 60.0
+    initial_rto: float = 1.0
+    user_timeout: float = 60.0  # give up when data stays unacknowledged this long
+    connect_timeout: float = 20.0
+    syn_retries: int = 6
+    msl: float = 30.0  # TIME_WAIT lasts 2*MSL (RFC 9293 §3.4.2)
+    fin_wait_2_timeout: float = 60.0
+    keepalive_idle: float | None = None  # seconds idle before probing; None = off
+    keepalive_interval: float = 10.0
+    keepalive_probes: int = 6
+    ooo_max_segments: int = 4096
+    timestamps: bool = True
+    sack: bool = True
+    window_scaling: bool = True
+    initial_cwnd_segments: int = 10  # RFC 6928
+    challenge_ack_per_second: int = 10  # RFC 5961 §7
+
+
+# Timer kinds kept in TcpConnection._timers
+_T_RTX = 0  # retransmission / SYN retransmission
+_T_PERSIST = 1
+_T_KEEPALIVE = 2
+_T_TIMEWAIT = 3  # TIME_WAIT and FIN_WAIT_2 limit
+_T_GIVEUP = 4  # connect timeout / user timeout
+
+
+class TcpConnection:
+    """One connection's state, buffers and timers. Create through :meth:`TcpLayer.connect`."""
+
+    def __init__(self, layer: TcpLayer, local_ip: bytes, local_port: int, remote_ip: bytes,
+                 remote_port: int, iss: int, mss: int, config: TcpConfig,
+                 counters: Counters, now: float) -> None:
+        self.layer = layer
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.remote_ip = remote_ip
+        self.remote_port = remote_port
+        self.config = config
+        self._c = counters.layer("tcp")
+        self.state = TcpState.CLOSED
+        self.error: TcpError | None = None
+        #: Called by the stack glue after anything happened (connected, data, space, close).
+        self.callback: Callable[[TcpConnection], None] | None = None
+        self.notified = False
+        self.needs_output = False
+
+        # Send sequence space (RFC 9293 §3.3.1)
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss  # highest sequence sent + 1
+        self.snd_wnd = 0
+        self.max_snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.snd_wscale = 0
+        self._sndbuf = bytearray()  # bytes from snd_una (after SYN) not yet acknowledged
+        self._fin_queued = False  # user called close(): FIN after the buffered data
+        self._fin_seq: int | None = None  # sequence number our FIN occupies, once sent
+        self._syn_acked = False
+
+        # Receive sequence space
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_wscale = 0
+        self._rcv_adv = 0  # right edge of the window we advertised (never moves left)
+        self._rcvbuf = bytearray()
+        self._ooo: list[tuple[int, bytes]] = []  # sorted, non-overlapping (seq, data)
+        self._ooo_bytes = 0
+        self._sack_recent: list[int] = []  # left edges, most recent first (RFC 2018 §4)
+        self._fin_received = False
+        self._ack_pending = False
+        self._ack_now = False
+
+        # Options agreed
+        self.mss_local = mss
+        self.mss = 536  # peer's, effective (RFC 9293 §3.7.1 default)
+        self.ts_ok = False
+        self.sack_ok = False
+        self._ts_recent = 0
+        self._ts_base = now
+
+        # RTO / congestion (RFC 6298, RFC 5681, RFC 6582)
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = config.initial_rto  # effective: base << backoff
+        self._rto_base = config.initial_rto  # from the RFC 6298 estimator
+        self._backoff = 0
+        self._rtt_seq: int | None = None  # Karn timing without timestamps
+        self._rtt_time = 0.0
+        self.cwnd = 0
+        self.ssthresh = 1 << 30
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = iss
+        self._peer_sacked: list[tuple[int, int]] = []  # scoreboard: sorted sacked ranges
+        self._rtx_next = iss  # in recovery: next hole byte to retransmit
+        self._retransmitted = False  # anything retransmitted since the last clean ACK
+        self._last_activity = now
+        self._keepalive_sent = 0
+        self._persist_backoff = 0
+        self._challenge_window = 0.0
+        self._challenge_count = 0
+        self._syn_tries = 0
+
+        self._timers: list[float | None] = [None, None, None, None, None]
+
+    # ----------------------------------------------------------------- user API
+    @property
+    def connected(self) -> bool:
+        """Whether the handshake completed and the connection can still carry data."""
+        return self.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is finished (CLOSED or TIME_WAIT)."""
+        return self.state in (TcpState.CLOSED, TcpState.TIME_WAIT)
+
+    @property
+    def eof(self) -> bool:
+        """The peer sent FIN and every byte before it has been read."""
+        return self._fin_received and not self._rcvbuf
+
+    def send_space(self) -> int:
+        """How many bytes :meth:`send` would take now."""
+        if self._fin_queued or self.state not in (
+            TcpState.SYN_SENT, TcpState.ESTABLISHED, TcpState.CLOSE_WAIT
+        ):
+            return 0
+        return max(0, self.config.sndbuf - len(self._sndbuf))
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue data for sending; returns how many bytes were taken (bounded buffer)."""
+        if self.error is not None:
+            raise self.error
+        space = self.send_space()
+        if space <= 0:
+            if self._fin_queued or self.state not in (
+                TcpState.SYN_SENT, TcpState.ESTABLISHED, TcpState.CLOSE_WAIT
+            ):
+                raise TcpError("closed", f"send on a connection in state {self.state.value}")
+            return 0
+        n = min(space, len(data))
+        self._sndbuf += data[:n] if n < len(data) else data
+        self._want_output()
+        return n
+
+    def available(self) -> int:
+        """Received in-order bytes waiting to be read."""
+        return len(self._rcvbuf)
+
+    def recv(self, max_bytes: int = -1) -> bytes:
+        """Take up to ``max_bytes`` (all when negative) received bytes; b"" when none."""
+        buf = self._rcvbuf
+        if not buf:
+            return b""
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        self._window_opened()
+        return data
+
+    def recv_into(self, dest: memoryview | bytearray) -> int:
+        """Copy received bytes into ``dest``; returns the count."""
+        buf = self._rcvbuf
+        n = min(len(buf), len(dest))
+        if n:
+            dest[:n] = buf[:n]
+            del buf[:n]
+            self._window_opened()
+        return n
+
+    def close(self, now: float) -> None:
+        """Close our direction: FIN after the queued data (RFC 9293 §3.10.4)."""
+        if self.state == TcpState.SYN_SENT:
+            self._enter_closed(None)
+            return
+        if self.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT) and not self._fin_queued:
+            self._fin_queued = True
+            self._want_output()
+
+    def abort(self, now: float) -> None:
+        """Abort: send RST if synchronized and forget the connection (RFC 9293 §3.10.5)."""
+        if self.state not in (TcpState.CLOSED, TcpState.SYN_SENT, TcpState.TIME_WAIT):
+            self.layer.queue_raw(self, self._segment(self.snd_nxt, 0, RST, b"", now, False))
+            self._c["rst_out"] += 1
+        self._enter_closed(TcpError("aborted", "connection aborted locally"))
+
+    def __repr__(self) -> str:
+        return (f"<TcpConnection {self.local_port}->{'.'.join(map(str, self.remote_ip))}:"
+                f"{self.remote_port} {self.state.value}>")
+
+    # ------------------------------------------------------------ internals
+    def _notify(self) -> None:
+        if not self.notified:
+            self.notified = True
+            self.layer.notify(self)
+
+    def _want_output(self) -> None:
+        if not self.needs_output:
+            self.needs_output = True
+            self.layer.want_output(self)
+
+    def _ts_now(self, now: float) -> int:
+        return int((now - self._ts_base) * 1000) & sq.MASK
+
+    def _rcv_window(self) -> int:
+        """Window to advertise (bytes): buffer space, never shrinking the right edge."""
+        space = self.config.rcvbuf - len(self._rcvbuf) - self._ooo_bytes
+        space = max(0, space)
+        # Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): do not advertise tiny openings.
+        if space < min(self.config.rcvbuf // 2, self.mss_local):
+            space = 0
+        wnd = min(space, 0xFFFF << self.rcv_wscale)
+        edge = sq.diff(self._rcv_adv, self.rcv_nxt)
+        return max(wnd, edge, 0)
+
+    def _window_opened(self) -> None:
+        # A read opened space: announce it if it moved the edge by 2 MSS or half the buffer.
+        if self._fin_received:
+            return
+        space = self.config.rcvbuf - len(self._rcvbuf) - self._ooo_bytes
+        edge = sq.diff(self._rcv_adv, self.rcv_nxt)
+        if space - edge >= min(2 * self.mss_local, self.config.rcvbuf // 2):
+            self._ack_pending = True
+            self._want_output()
+
+    def _segment(self, seqno: int, ack: int, flags: int, payload: bytes | memoryview,
+                 now: float, with_sack: bool = True, syn_opts: TcpOptions | None = None) -> bytes:
+        opts = syn_opts if syn_opts is not None else TcpOptions()
+        if self.ts_ok or (syn_opts is not None and syn_opts.ts_val is not None):
+            opts.ts_val = self._ts_now(now)
+            opts.ts_ecr = self._ts_recent
+        if with_sack and self.sack_ok and self._ooo:
+            opts.sack = self._sack_blocks(3 if self.ts_ok else 4)
+        if flags & SYN:
+            window = min(self.config.rcvbuf, 0xFFFF)
+        else:
+            wnd = self._rcv_window()
+            self._rcv_adv = sq.add(self.rcv_nxt, wnd)
+            window = min(wnd >> self.rcv_wscale, 0xFFFF)
+        if flags & ACK:
+            self._ack_pending = False
+            self._ack_now = False
+        return build(self.local_ip, self.remote_ip, self.local_port, self.remote_port, seqno,
+                     ack, flags, window, build_options(opts), payload)
+
+    def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
+        blocks: list[tuple[int, int]] = []
+        by_left = {s: s + len(d) for s, d in self._ooo}
+        for left in self._sack_recent:
+            if left in by_left and len(blocks) < limit:
+                blocks.append((left, by_left[left] & sq.MASK))
+        for s, d in self._ooo:
+            if len(blocks) >= limit:
+                break
+            if all(b[0] != s for b in blocks):
+                blocks.append((s, (s + len(d)) & sq.MASK))
+        return blocks
+
+    # ------------------------------------------------------------- opening
+    def start_connect(self, now: float) -> None:
+        """Active OPEN (RFC 9293 §3.10.1): queue the SYN."""
+        self.state = TcpState.SYN_SENT
+        self.snd_nxt = self.iss
+        self._timers[_T_GIVEUP] = now + self.config.connect_timeout
+        self._timers[_T_RTX] = now  # send the SYN on the next output
+        self._want_output()
+
+    def _syn_segment(self, now: float) -> bytes:
+        c = self.config
+        opts = TcpOptions(mss=self.mss_local)
+        if c.sack:
+            opts.sack_perm = True
+        if c.timestamps:
+            opts.ts_val = 0
+        if c.window_scaling:
+            self.rcv_wscale = self._wscale_shift()
+            opts.wscale = self.rcv_wscale
+        return self._segment(self.iss, 0, SYN, b"", now, False, opts)
+
+    # ----------------------------------------------------------------- input
+    def receive(self, seg: Segment, now: float) -> None:
+        """Process one arriving segment (RFC 9293 §3.10.7)."""
+        if self.state == TcpState.SYN_SENT:
+            self._receive_syn_sent(seg, now)
+            return
+        if self.state == TcpState.CLOSED:
+            return
+        if self.state == TcpState.SYN_RECEIVED and not self._receive_syn_received(seg, now):
+            return
+        flags = seg.flags
+        plen = len(seg.payload)
+        opts = seg.opts
+
+        # PAWS (RFC 7323 §5.3)
+        if self.ts_ok and opts.ts_val is not None and not flags & RST and \
+                sq.lt(opts.ts_val, self._ts_recent):
+            self._c["paws_drop"] += 1
+            self._send_ack_now()
+            return
+
+        # First: sequence acceptability (RFC 9293 §3.10.7.4, table of four cases)
+        wnd = sq.diff(self._rcv_adv, self.rcv_nxt)
+        wnd = max(wnd, 0)
+        seg_len = seg.seg_len
+        ok = self._acceptable(seg.seq, seg_len, wnd)
+        if not ok and wnd == 0 and flags & ACK and not flags & (RST | SYN) and \
+                seg.seq == self.rcv_nxt:
+            # RFC 9293 §3.10.7.4: with a zero window still take valid ACKs.
+            self._process_ack(seg, now)
+            self._send_ack_now()
+            return
+        if not ok:
+            if not flags & RST:
+                self._c["out_of_window"] += 1
+                self._send_ack_now()
+            else:
+                self._c["rst_out_of_window"] += 1
+            return
+
+        # Second: RST (RFC 5961 §3.2)
+        if flags & RST:
+            if seg.seq == self.rcv_nxt:
+                self._c["rst_in"] += 1
+                if self.state in (TcpState.LAST_ACK, TcpState.CLOSING, TcpState.TIME_WAIT):
+                    self._enter_closed(None)
+                else:
+                    self._enter_closed(TcpError("reset", "connection reset by peer"))
+            else:
+                self._c["rst_challenged"] += 1
+                self._challenge_ack(now)
+            return
+
+        # Fourth: SYN in a synchronized state (RFC 5961 §4.2)
+        if flags & SYN:
+            self._c["syn_challenged"] += 1
+            self._challenge_ack(now)
+            return
+
+        if not flags & ACK:
+            self._c["no_ack_drop"] += 1
+            return
+
+        # Timestamps: TS.Recent update (RFC 7323 §4.3)
+        if self.ts_ok and opts.ts_val is not None and sq.le(seg.seq, self._rcv_adv) and \
+                sq.le(seg.seq, self.rcv_nxt):
+            self._ts_recent = opts.ts_val
+
+        # Fifth: ACK field (RFC 9293 §3.10.7.4, RFC 5961 §5)
+        if not self._process_ack(seg, now):
+            return
+
+        self._last_activity = now
+        self._keepalive_sent = 0
+
+        # Seventh: segment text
+        if plen and self.state in (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1,
+                                   TcpState.FIN_WAIT_2):
+            self._receive_data(seg.seq, seg.payload)
+        elif plen:
+            self._c["data_after_fin"] += 1
+
+        # Eighth: FIN
+        if flags & FIN:
+            fin_seq = sq.add(seg.seq, plen)
+            if fin_seq == self.rcv_nxt and not self._fin_received:
+                self._receive_fin(now)
+            elif self._fin_received:
+                self._send_ack_now()  # retransmitted FIN: ACK again
+            # else: FIN beyond a hole; the peer retransmits it
+
+    def _acceptable(self, seqno: int, seg_len: int, wnd: int) -> bool:
+        if seg_len == 0:
+            if wnd == 0:
+                return seqno == self.rcv_nxt
+            return sq.between(self.rcv_nxt, seqno, sq.add(self.rcv_nxt, wnd))
+        if wnd == 0:
+            return False
+        end = sq.add(seqno, seg_len - 1)
+        hi = sq.add(self.rcv_nxt, wnd)
+        return sq.between(self.rcv_nxt, seqno, hi) or sq.between(self.rcv_nxt, end, hi)
+
+    def _challenge_ack(self, now: float) -> None:
+        if now - self._challenge_window >= 1.0:
+            self._challenge_window = now
+            self._challenge_count = 0
+        if self._challenge_count < self.config.challenge_ack_per_second:
+            self._challenge_count += 1
+            self._c["challenge_acks"] += 1
+            self._send_ack_now()
+
+    def _send_ack_now(self) -> None:
+        self._ack_pending = True
+        self._ack_now = True
+        self._want_output()
+
+    def _receive_syn_sent(self, seg: Segment, now: float) -> None:
+        flags = seg.flags
+        if flags & ACK and (sq.le(seg.ack, self.iss) or sq.gt(seg.ack, self.snd_max)):
+            if not flags & RST:
+                self.layer.send_reset_for(self.local_ip, self.remote_ip, self.local_port,
+                                          self.remote_port, seg.ack, 0, RST)
+            self._c["bad_synack"] += 1
+            return
+        if flags & RST:
+            if flags & ACK:
+                self._c["refused"] += 1
+                self._enter_closed(TcpError(
+                    "refused", f"connection refused by {_ip(self.remote_ip)}:{self.remote_port}"))
+            return
+        if not flags & SYN:
+            return
+        if not flags & ACK:
+            # Simultaneous open is not something an initiator needs; refuse it cleanly.
+            self._c["simultaneous_open"] += 1
+            return
+        self._adopt_peer_syn(seg)
+        self._syn_acked = True
+        self.snd_una = seg.ack
+        self.snd_nxt = seg.ack
+        self.snd_max = seg.ack
+        self.snd_wl2 = seg.ack
+        # RTT sample from the handshake unless the SYN was retransmitted (Karn)
+        if self._syn_tries == 1:
+            self._rtt_sample(now - self._rtt_time)
+        self._established(now)
+        self._send_ack_now()
+
+    def _adopt_peer_syn(self, seg: Segment) -> None:
+        """Take the peer's ISN and SYN options (RFC 9293 §3.7.1, RFC 7323 §2.2, RFC 2018)."""
+        opts = seg.opts
+        self.irs = seg.seq
+        self.rcv_nxt = sq.add(seg.seq, 1)
+        if opts.mss:
+            self.mss = min(opts.mss, self.mss_local)
+        else:
+            self.mss = min(536, self.mss_local)
+        if self.config.window_scaling and opts.wscale is not None:
+            self.snd_wscale = opts.wscale
+        else:
+            self.rcv_wscale = 0
+            self.snd_wscale = 0
+        self.ts_ok = self.config.timestamps and opts.ts_val is not None
+        if self.ts_ok:
+            self._ts_recent = opts.ts_val or 0
+            self.mss -= 12
+        self.sack_ok = self.config.sack and opts.sack_perm
+        self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 §2.2)
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seg.seq
+        self.cwnd = self.config.initial_cwnd_segments * self.mss
+
+    def _established(self, now: float) -> None:
+        self._backoff = 0
+        self._timers[_T_RTX] = None
+        self._timers[_T_GIVEUP] = None
+        self.state = TcpState.ESTABLISHED
+        self._last_activity = now
+        self._arm_keepalive(now)
+        self._c["connects"] += 1
+        self._rcv_adv = sq.add(self.rcv_nxt, min(self.config.rcvbuf, 0xFFFF << self.rcv_wscale))
+        self._notify()
+
+    # ---------------------------------------------------------- passive open
+    def start_passive(self, seg: Segment, now: float) -> None:
+        """A SYN reached a listening port (RFC 9293 §3.10.7.2): answer with SYN-ACK."""
+        self.state = TcpState.SYN_RECEIVED
+        self._adopt_peer_syn(seg)
+        if seg.opts.wscale is not None and self.config.window_scaling:
+            self.rcv_wscale = self._wscale_shift()
+        self._timers[_T_GIVEUP] = now + self.config.connect_timeout
+        self._timers[_T_RTX] = now
+        self._want_output()
+
+    def _wscale_shift(self) -> int:
+        shift = 0
+        while (0xFFFF << shift) < self.config.rcvbuf and shift < 14:
+            shift += 1
+        return shift
+
+    def _synack_segment(self, now: float) -> bytes:
+        opts = TcpOptions(mss=self.mss_local, sack_perm=self.sack_ok)
+        if self.ts_ok:
+            opts.ts_val = 0
+        if self.snd_wscale or self.rcv_wscale:
+            opts.wscale = self.rcv_wscale
+        return self._segment(self.iss, self.rcv_nxt, SYN | ACK, b"", now, False, opts)
+
+    def _receive_syn_received(self, seg: Segment, now: float) -> bool:
+        """RFC 9293 §3.10.7.4 in SYN-RECEIVED; True when the segment goes on as ESTABLISHED."""
+        flags = seg.flags
+        if flags & RST:
+            if seg.seq == self.rcv_nxt:
+                self._enter_closed(TcpError("reset", "connection reset during handshake"))
+            return False
+        if flags & SYN:
+            if seg.seq == self.irs:  # retransmitted SYN: answer again
+                self._timers[_T_RTX] = now
+                self._want_output()
+            return False
+        if not flags & ACK:
+            return False
+        if not (sq.gt(seg.ack, self.snd_una) and sq.le(seg.ack, self.snd_max)):
+            self.layer.send_reset_for(self.local_ip, self.remote_ip, self.local_port,
+                                      self.remote_port, seg.ack, 0, RST)
+            return False
+        self.snd_una = seg.ack
+        self.snd_nxt = seg.ack
+        self.snd_wnd = seg.window << self.snd_wscale
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        self._syn_acked = True
+        if self._syn_tries == 1:
+            self._rtt_sample(now - self._rtt_time)
+        self._established(now)
+        self.layer.accepted(self)
+        return True
+
+    def _process_ack(self, seg: Segment, now: float) -> bool:
+        ack = seg.ack
+        if sq.gt(ack, self.snd_max):
+            # RFC 5961 §5.2: ACK for data never sent
+            self._c["ack_too_new"] += 1
+            self._send_ack_now()
+            return False
+        if sq.lt(ack, sq.add(self.snd_una, -max(self.max_snd_wnd, 0xFFFF))):
+            self._c["ack_too_old"] += 1
+            self._send_ack_now()
+            return False
+
+        window = seg.window << self.snd_wscale
+        acked = sq.diff(ack, self.snd_una)
+        if self.sack_ok and seg.opts.sack:
+            self._update_scoreboard(seg.opts.sack)
+
+        if acked > 0:
+            self._ack_advanced(ack, acked, seg, now)
+        elif acked == 0 and not seg.payload and not seg.flags & FIN and \
+                window == self.snd_wnd and self._flight() > 0:
+            self._dupack(now)
+
+        # Window update (RFC 9293 §3.10.7.4: SND.WL1/WL2 rule)
+        if sq.lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and
+                                             sq.le(self.snd_wl2, ack)):
+            opened = window > self.snd_wnd
+            self.snd_wnd = window
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = ack
+            self.max_snd_wnd = max(self.max_snd_wnd, window)
+            if window > 0:
+                self._timers[_T_PERSIST] = None
+                self._persist_backoff = 0
+            if opened:
+                self._want_output()
+
+        # State changes driven by the ACK of our FIN
+        if self._fin_acked():
+            if self.state == TcpState.FIN_WAIT_1:
+                self.state = TcpState.FIN_WAIT_2
+                self._timers[_T_TIMEWAIT] = now + self.config.fin_wait_2_timeout
+            elif self.state == TcpState.CLOSING:
+                self._enter_time_wait(now)
+            elif self.state == TcpState.LAST_ACK:
+                self._enter_closed(None)
+                return False
+        return True
+
+    def _flight(self) -> int:
+        return sq.diff(self.snd_max, self.snd_una)
+
+    def _fin_acked(self) -> bool:
+        return self._fin_seq is not None and sq.gt(self.snd_una, self._fin_seq)
+
+    def _ack_advanced(self, ack: int, acked: int, seg: Segment, now: float) -> None:
+        c = self._c
+        data_acked = min(acked, len(self._sndbuf))  # beyond the data: our FIN
+        del self._sndbuf[:data_acked]
+        self.snd_una = ack
+        if sq.lt(self.snd_nxt, ack):
+            self.snd_nxt = ack
+        c["bytes_acked"] += data_acked
+        # RTT (RFC 6298 §3 / RFC 7323 §4): timestamps echo, else Karn timing. Karn's rule
+        # holds for timestamps too: an ACK of retransmitted data (up to the recovery point)
+        # may echo the original transmission's timestamp, so it gives no sample.
+        if self._retransmitted and sq.le(ack, self._recover):
+            pass
+        elif self.ts_ok and seg.opts.ts_val is not None and seg.opts.ts_ecr:
+            sample = (self._ts_now(now) - seg.opts.ts_ecr) & sq.MASK
+            if sample < 600_000:
+                self._rtt_sample(sample / 1000.0)
+        elif self._rtt_seq is not None and sq.ge(ack, self._rtt_seq):
+            self._rtt_sample(now - self._rtt_time)
+            self._rtt_seq = None
+        if self._retransmitted and sq.gt(ack, self._recover):
+            self._retransmitted = False
+        # Progress: undo the timer backoff (as BSD does when SND.UNA advances)
+        self._backoff = 0
+        self.rto = self._rto_base
+        self._prune_scoreboard()
+
+        mss = self.mss
+        if self._in_recovery:
+            if sq.ge(ack, self._recover):
+                # Full ACK (RFC 6582 §3.2 step 3)
+                self._in_recovery = False
+                self.cwnd = min(self.ssthresh, max(self._flight(), mss) + mss)
+                self._dupacks = 0
+            else:
+                # Partial ACK: retransmit the next hole, deflate (RFC 6582 §3.2 step 5)
+                self.cwnd = max(self.cwnd - acked + mss, mss)
+                if not self.sack_ok or sq.lt(self._rtx_next, ack):
+                    self._rtx_next = ack
+                self._want_output()
+        else:
+            self._dupacks = 0
+            if sq.diff(ack, self._recover) > 1 << 29:
+                self._recover = sq.add(ack, -1)  # keep RFC 6582's recover point in range
+            if self.cwnd < self.ssthresh:
+                self.cwnd += min(acked, mss)  # slow start (RFC 5681 §3.1, ABC L=1*SMSS)
+            else:
+                self.cwnd += max(1, mss * mss // max(self.cwnd, 1))
+        # Retransmission timer (RFC 6298 §5.2/5.3)
+        if self._flight() > 0:
+            self._timers[_T_RTX] = now + self.rto
+        else:
+            self._timers[_T_RTX] = None
+        self._timers[_T_GIVEUP] = None
+        if self._sndbuf or self._fin_queued:
+            self._want_output()
+        self._notify()  # send space opened
+
+    def _dupack(self, now: float) -> None:
+        self._dupacks += 1
+        self._c["dupacks_in"] += 1
+        mss = self.mss
+        if self._in_recovery:
+            self.cwnd += mss  # inflate (RFC 5681 §3.2 step 4)
+            self._want_output()
+        elif (self._dupacks >= self._dupthresh() or (
+                self.sack_ok and self._sacked_bytes() > 3 * mss and self._dupacks >= 1)) and \
+                sq.gt(self.snd_una, self._recover):
+            self._c["fast_retransmits"] += 1
+            self.ssthresh = max(self._flight() // 2, 2 * mss)
+            self.cwnd = self.ssthresh + 3 * mss
+            self._recover = self.snd_max
+            self._retransmitted = True
+            self._in_recovery = True
+            self._rtx_next = self.snd_una
+            self._timers[_T_RTX] = now + self.rto
+            self._want_output()
+
+    def _dupthresh(self) -> int:
+        """3, or fewer for a small flight with nothing new to send (RFC 5827 §3.1)."""
+        segs = -(-self._flight() // self.mss)
+        unsent = len(self._sndbuf) - sq.diff(self.snd_nxt, self.snd_una)
+        if segs < 4 and unsent <= 0:
+            return max(segs - 1, 1)
+        return 3
+
+    def _update_scoreboard(self, blocks: list[tuple[int, int]]) -> None:
+        una, top = self.snd_una, self.snd_max
+        board = self._peer_sacked
+        for left, right in blocks:
+            if not (sq.lt(left, right) and sq.ge(left, una) and sq.le(right, top)):
+                continue  # stale or bogus block (RFC 2018 §4, RFC 5961 spirit)
+            board.append((left, right))
+        if not board:
+            return
+        board.sort(key=lambda b: sq.diff(b[0], una))
+        merged: list[tuple[int, int]] = [board[0]]
+        for left, right in board[1:]:
+            pl, pr = merged[-1]
+            if sq.le(left, pr):
+                if sq.gt(right, pr):
+                    merged[-1] = (pl, right)
+            else:
+                merged.append((left, right))
+        self._peer_sacked = merged[:64]
+
+    def _prune_scoreboard(self) -> None:
+        if self._peer_sacked:
+            una = self.snd_una
+            self._peer_sacked = [(max(left, una, key=lambda v: sq.diff(v, una)), right)
+                                 for left, right in self._peer_sacked if sq.gt(right, una)]
+
+    def _sacked_bytes(self) -> int:
+        return sum(sq.diff(r, left) for left, r in self._peer_sacked)
+
+    def _receive_data(self, seqno: int, payload: memoryview) -> None:
+        c = self._c
+        off = sq.diff(self.rcv_nxt, seqno)
+        if off > 0:  # starts before rcv_nxt: trim the old part
+            if off >= len(payload):
+                c["dup_data"] += 1
+                self._send_ack_now()
+                return
+            payload = payload[off:]
+            seqno = self.rcv_nxt
+        # Trim to the window we advertised
+        room = sq.diff(self._rcv_adv, seqno)
+        if room <= 0:
+            c["beyond_window"] += 1
+            self._send_ack_now()
+            return
+        if len(payload) > room:
+            payload = payload[:room]
+        if seqno == self.rcv_nxt:
+            self._rcvbuf += payload
+            self.rcv_nxt = sq.add(self.rcv_nxt, len(payload))
+            c["bytes_in"] += len(payload)
+            if self._ooo:
+                self._drain_ooo()
+                self._ack_now = True
+            self._ack_pending = True
+            self._want_output()
+            self._notify()
+        else:
+            self._insert_ooo(seqno, bytes(payload))
+            self._send_ack_now()  # duplicate ACK with SACK blocks (RFC 5681 §4.2)
+
+    def _insert_ooo(self, seqno: int, data: bytes) -> None:
+        c = self._c
+        c["ooo_segments"] += 1
+        base = self.rcv_nxt
+        start = sq.diff(seqno, base)
+        end = start + len(data)
+        new: list[tuple[int, bytes]] = []
+        inserted = False
+        for s, d in self._ooo:
+            ss = sq.diff(s, base)
+            se = ss + len(d)
+            if se < start or ss > end:  # disjoint and not adjacent
+                if not inserted and ss > end:
+                    new.append((seqno, data))
+                    inserted = True
+                new.append((s, d))
+                continue
+            # overlapping or adjacent: merge into (seqno, data)
+            lo = min(start, ss)
+            hi = max(end, se)
+            merged = bytearray(hi - lo)
+            merged[ss - lo:se - lo] = d
+            merged[start - lo:end - lo] = data
+            seqno, data, start, end = sq.add(base, lo), bytes(merged), lo, hi
+        if not inserted:
+            new.append((seqno, data))
+        if len(new) > self.config.ooo_max_segments:
+            # Memory bound: drop the furthest block (the peer retransmits it).
+            c["ooo_overflow"] += 1
+            new.pop()
+        self._ooo = new
+        self._ooo_bytes = sum(len(d) for _, d in new)
+        if seqno in self._sack_recent:
+            self._sack_recent.remove(seqno)
+        self._sack_recent.insert(0, seqno)
+        del self._sack_recent[4:]
+
+    def _drain_ooo(self) -> None:
+        while self._ooo:
+            s, d = self._ooo[0]
+            off = sq.diff(self.rcv_nxt, s)
+            if off < 0:
+                break
+            self._ooo.pop(0)
+            if off < len(d):
+                self._rcvbuf += memoryview(d)[off:]
+                self.rcv_nxt = sq.add(s, len(d))
+                self._c["bytes_in"] += len(d) - off
+        self._ooo_bytes = sum(len(d) for _, d in self._ooo)
+        live = {s for s, _ in self._ooo}
+        self._sack_recent = [s for s in self._sack_recent if s in live]
+
+    def _receive_fin(self, now: float) -> None:
+        self._fin_received = True
+        self.rcv_nxt = sq.add(self.rcv_nxt, 1)
+        self._c["fin_in"] += 1
+        self._send_ack_now()
+        if self.state == TcpState.ESTABLISHED:
+            self.state = TcpState.CLOSE_WAIT
+        elif self.state == TcpState.FIN_WAIT_1:
+            if self._fin_acked():
+                self._enter_time_wait(now)
+            else:
+                self.state = TcpState.CLOSING
+        elif self.state == TcpState.FIN_WAIT_2:
+            self._enter_time_wait(now)
+        self._notify()
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = TcpState.TIME_WAIT
+        self._timers = [None, None, None, now + 2 * self.config.msl, None]
+        self._notify()
+
+    def _enter_closed(self, error: TcpError | None) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+            self._c["errors_" + error.reason] += 1
+        self.state = TcpState.CLOSED
+        self._timers = [None, None, None, None, None]
+        self._sndbuf.clear()
+        self._ooo.clear()
+        self._ooo_bytes = 0
+        self.layer.forget(self)
+        self._notify()
+
+    # ---------------------------------------------------------------- timers
+    def next_deadline(self) -> float | None:
+        """The earliest timer, or None."""
+        best: float | None = None
+        for t in self._timers:
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def on_deadline(self, now: float) -> None:
+        """Fire the timers that are due."""
+        t = self._timers
+        c = self._c
+        giveup = t[_T_GIVEUP]
+        if giveup is not None and now >= giveup:
+            if self.state == TcpState.SYN_SENT:
+                self._enter_closed(TcpError(
+                    "timeout", f"connect to {_ip(self.remote_ip)}:{self.remote_port} timed out"))
+            else:
+                self._enter_closed(TcpError(
+                    "timeout", f"no acknowledgement from {_ip(self.remote_ip)}:"
+                    f"{self.remote_port} for {self.config.user_timeout:.0f} s"))
+            return
+        tw = t[_T_TIMEWAIT]
+        if tw is not None and now >= tw:
+            if self.state == TcpState.FIN_WAIT_2:
+                c["fin_wait_2_timeouts"] += 1
+            self._enter_closed(None)
+            return
+        rtx = t[_T_RTX]
+        if rtx is not None and now >= rtx:
+            self._on_rtx_timeout(now)
+        per = t[_T_PERSIST]
+        if per is not None and now >= per:
+            self._on_persist(now)
+        ka = t[_T_KEEPALIVE]
+        if ka is not None and now >= ka:
+            self._on_keepalive(now)
+
+    def _rtt_sample(self, r: float) -> None:
+        """RFC 6298 §2 estimator."""
+        r = max(r, 0.0)
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        self._rto_base = min(max(self.srtt + max(0.001, 4 * self.rttvar), self.config.min_rto),
+                             self.config.max_rto)
+        self.rto = min(self._rto_base * (1 << self._backoff), self.config.max_rto)
+
+    def _on_rtx_timeout(self, now: float) -> None:
+        c = self._c
+        if self.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
+            if self._syn_tries > self.config.syn_retries:
+                self._enter_closed(TcpError(
+                    "timeout", f"connect to {_ip(self.remote_ip)}:{self.remote_port} timed out"))
+                return
+            if self._syn_tries:
+                c["syn_retransmits"] += 1
+                self._backoff += 1
+            self._syn_tries += 1
+            self._rtt_time = now
+            self.layer.queue_raw(self, self._syn_segment(now) if self.state == TcpState.SYN_SENT
+                                 else self._synack_segment(now))
+            self.snd_max = sq.add(self.iss, 1)
+            self.snd_nxt = self.snd_max
+            self._timers[_T_RTX] = now + min(self.config.initial_rto * (1 << self._backoff),
+                                             self.config.max_rto)
+            return
+        if self._flight() <= 0:
+            self._timers[_T_RTX] = None
+            return
+        # RFC 6298 §5.4-5.7 and RFC 5681 §3.1 (loss window)
+        c["rto_expired"] += 1
+        if self._timers[_T_GIVEUP] is None:
+            self._timers[_T_GIVEUP] = now + self.config.user_timeout
+        if self._backoff == 0:
+            self.ssthresh = max(self._flight() // 2, 2 * self.mss)
+        self.cwnd = self.mss
+        self._backoff = min(self._backoff + 1, 16)
+        self.rto = min(self._rto_base * (1 << self._backoff), self.config.max_rto)
+        self._in_recovery = False
+        self._dupacks = 0
+        self._recover = self.snd_max
+        self._retransmitted = True
+        self._peer_sacked.clear()  # RFC 2018 §8: the receiver may renege
+        self.snd_nxt = self.snd_una  # go back N
+        self._rtt_seq = None
+        self._timers[_T_RTX] = now + self.rto
+        self._want_output()
+
+    def _on_persist(self, now: float) -> None:
+        """Zero-window probe (RFC 9293 §3.8.6.1): one byte past the window."""
+        self._timers[_T_PERSIST] = None
+        unsent = len(self._sndbuf) - sq.diff(self.snd_nxt, self.snd_una)
+        if unsent <= 0:
+            return
+        off = sq.diff(self.snd_nxt, self.snd_una)
+        room = self.snd_wnd - off
+        if room > 0:
+            # SWS override (RFC 9293 §3.8.6.2.1): send what the small window takes.
+            self._c["sws_override"] += 1
+            n = min(room, self.mss, unsent)
+            self.layer.queue_raw(self, self._segment(
+                self.snd_nxt, self.rcv_nxt, ACK | PSH, bytes(self._sndbuf[off:off + n]), now))
+            self.snd_nxt = sq.add(self.snd_nxt, n)
+            if sq.gt(self.snd_nxt, self.snd_max):
+                self.snd_max = self.snd_nxt
+            if self._timers[_T_RTX] is None:
+                self._timers[_T_RTX] = now + self.rto
+            return
+        self._c["window_probes"] += 1
+        if off < len(self._sndbuf):
+            probe = bytes(self._sndbuf[off:off + 1])
+            self.layer.queue_raw(self, self._segment(self.snd_nxt, self.rcv_nxt, ACK, probe, now))
+            self.snd_nxt = sq.add(self.snd_nxt, 1)
+            if sq.gt(self.snd_nxt, self.snd_max):
+                self.snd_max = self.snd_nxt
+        self._persist_backoff += 1
+        if self._timers[_T_GIVEUP] is None:
+            self._timers[_T_GIVEUP] = now + self.config.user_timeout
+        self._timers[_T_PERSIST] = now + min(self.rto * (1 << self._persist_backoff),
+                                             self.config.max_rto)
+
+    def _arm_keepalive(self, now: float) -> None:
+        idle = self.config.keepalive_idle
+        self._timers[_T_KEEPALIVE] = None if idle is None else now + idle
+
+    def _on_keepalive(self, now: float) -> None:
+        """RFC 1122 §4.2.3.6: a segment with SEG.SEQ = SND.NXT-1 and no data."""
+        idle = self.config.keepalive_idle
+        if idle is None or self.state != TcpState.ESTABLISHED:
+            self._timers[_T_KEEPALIVE] = None
+            return
+        quiet = now - self._last_activity
+        if quiet < idle and self._keepalive_sent == 0:
+            self._timers[_T_KEEPALIVE] = self._last_activity + idle
+            return
+        if self._keepalive_sent >= self.config.keepalive_probes:
+            self._enter_closed(TcpError(
+                "timeout", f"keepalive: {_ip(self.remote_ip)}:{self.remote_port} did not answer "
+                f"{self._keepalive_sent} probes"))
+            return
+        self._keepalive_sent += 1
+        self._c["keepalive_probes"] += 1
+        self.layer.queue_raw(self, self._segment(sq.add(self.snd_nxt, -1), self.rcv_nxt, ACK,
+                                                 b"", now, False))
+        self._timers[_T_KEEPALIVE] = now + self.config.keepalive_interval
+
+    # ---------------------------------------------------------------- output
+    def output(self, now: float, out: list[bytes]) -> None:
+        """Append every segment that is due now to ``out`` (RFC 9293 §3.10.2, RFC 5681)."""
+        self.needs_output = False
+        state = self.state
+        if state in (TcpState.CLOSED, TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
+            if state != TcpState.CLOSED and self._timers[_T_RTX] is not None and \
+                    now >= (self._timers[_T_RTX] or 0.0):
+                self._on_rtx_timeout(now)
+            return
+        if state == TcpState.TIME_WAIT:
+            if self._ack_pending:
+                out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
+            return
+        sent = 0
+        if self._in_recovery and self.sack_ok:
+            sent += self._retransmit_holes(now, out)
+        elif self._in_recovery and self._rtx_next == self.snd_una and \
+                sq.lt(self.snd_una, self.snd_nxt):
+            sent += self._retransmit_one(self.snd_una, now, out)
+            self._rtx_next = sq.add(self.snd_una, 1)
+        sent += self._send_new(now, out)
+        if (self._ack_pending or self._ack_now) and not sent:
+            out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
+
+    def _retransmit_one(self, at: int, now: float, out: list[bytes]) -> int:
+        off = sq.diff(at, self.snd_una)
+        chunk = memoryview(self._sndbuf)[off:off + self.mss]
+        if not chunk:
+            return 0
+        out.append(self._segment(at, self.rcv_nxt, ACK | PSH, chunk, now))
+        chunk.release()
+        self._c["retransmits"] += 1
+        return 1
+
+    def _retransmit_holes(self, now: float, out: list[bytes]) -> int:
+        """In SACK recovery, resend unsacked bytes below the highest SACKed byte."""
+        if not self._peer_sacked:
+            if self._rtx_next == self.snd_una:
+                n = self._retransmit_one(self.snd_una, now, out)
+                self._rtx_next = sq.add(self.snd_una, self.mss)
+                return n
+            return 0
+        sent = 0
+        budget = max(self.cwnd - self._pipe(), self.mss)
+        pos = self._rtx_next if sq.ge(self._rtx_next, self.snd_una) else self.snd_una
+        for left, right in self._peer_sacked:
+            while sq.lt(pos, left) and budget > 0:
+                n = min(self.mss, sq.diff(left, pos))
+                off = sq.diff(pos, self.snd_una)
+                chunk = memoryview(self._sndbuf)[off:off + n]
+                if not chunk:
+                    break
+                out.append(self._segment(pos, self.rcv_nxt, ACK | PSH, chunk, now))
+                self._c["retransmits"] += 1
+                sent += 1
+                pos = sq.add(pos, len(chunk))
+                chunk.release()
+                budget -= n
+            if sq.lt(pos, right):
+                pos = right
+        self._rtx_next = pos
+        return sent
+
+    def _pipe(self) -> int:
+        return max(0, self._flight() - self._sacked_bytes())
+
+    def _send_new(self, now: float, out: list[bytes]) -> int:
+        sent = 0
+        mss = self.mss
+        buf_len = len(self._sndbuf)
+        if self._in_recovery and self.sack_ok:
+            usable_total = self.cwnd - self._pipe()
+        else:  # BSD-style: the window less what is between SND.UNA and SND.NXT
+            usable_total = min(self.snd_wnd, self.cwnd) - sq.diff(self.snd_nxt, self.snd_una)
+        while True:
+            off = sq.diff(self.snd_nxt, self.snd_una)
+            unsent = buf_len - off
+            usable = min(usable_total, self.snd_wnd - off)
+            if unsent <= 0:
+                break
+            if usable <= 0:
+                if self.snd_wnd == 0 and self._timers[_T_PERSIST] is None and \
+                        self._flight() == 0:
+                    self._timers[_T_PERSIST] = now + self.rto
+                break
+            n = min(mss, unsent, usable)
+            # Sender SWS avoidance (RFC 9293 §3.8.6.2.1) without Nagle: send a full
+            # segment, the tail of the buffer, or at least half the peer's max window.
+            if n < mss and n < unsent and n < self.max_snd_wnd // 2:
+                if self._flight() == 0 and self._timers[_T_PERSIST] is None:
+                    self._timers[_T_PERSIST] = now + self.rto  # SWS override timer
+                break
+            view = memoryview(self._sndbuf)
+            chunk = view[off:off + n]
+            flags = ACK | (PSH if n == unsent else 0)
+            out.append(self._segment(self.snd_nxt, self.rcv_nxt, flags, chunk, now))
+            chunk.release()
+            view.release()
+            retrans = sq.lt(self.snd_nxt, self.snd_max)
+            if retrans:
+                self._c["retransmits"] += 1
+            elif self._rtt_seq is None and not self.ts_ok:
+                self._rtt_seq = sq.add(self.snd_nxt, n)
+                self._rtt_time = now
+            self.snd_nxt = sq.add(self.snd_nxt, n)
+            if sq.gt(self.snd_nxt, self.snd_max):
+                self.snd_max = self.snd_nxt
+            usable_total -= n
+            sent += 1
+            self._c["bytes_out"] += n
+        # FIN once every byte is sent (RFC 9293 §3.10.4); again after a go-back-N
+        if self._fin_queued and sq.diff(self.snd_nxt, self.snd_una) == buf_len and \
+                (self._fin_seq is None or self.snd_nxt == self._fin_seq):
+            if self._fin_seq is not None:
+                self._c["retransmits"] += 1
+            self._fin_seq = self.snd_nxt
+            out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK | FIN, b"", now))
+            self.snd_nxt = sq.add(self.snd_nxt, 1)
+            if sq.gt(self.snd_nxt, self.snd_max):
+                self.snd_max = self.snd_nxt
+            self._c["fin_out"] += 1
+            sent += 1
+            if self.state == TcpState.ESTABLISHED:
+                self.state = TcpState.FIN_WAIT_1
+            elif self.state == TcpState.CLOSE_WAIT:
+                self.state = TcpState.LAST_ACK
+        if sent and self._timers[_T_RTX] is None and self._flight() > 0:
+            self._timers[_T_RTX] = now + self.rto
+        if sent:
+            self._last_activity = now
+        return sent
+
+
+def _ip(b: bytes) -> str:
+    return ".".join(str(x) for x in b)

@@ -1,0 +1,257 @@
+"""The TCP layer of one interface: demultiplexing, ports, ISNs, resets (RFC 9293).
+
+It is the transport the :class:`netstack.interface.Interface` calls: segments come in
+through :meth:`TcpLayer.receive`, segments to send leave through :meth:`TcpLayer.output`.
+Pure: no socket, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+
+from netstack.counters import Counters
+from netstack.tcp import seq as sq
+from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError, TcpState
+from netstack.tcp.segment import ACK, RST, SYN, SegmentError, build, parse, verify_checksum
+
+EPHEMERAL_LOW = 49152
+EPHEMERAL_HIGH = 65535
+
+_Key = tuple[int, bytes, int]  # (local port, remote ip, remote port)
+
+
+class Listener:
+    """A listening port; completed connections wait in ``queue`` for :meth:`accept`."""
+
+    def __init__(self, layer: TcpLayer, port: int, config: TcpConfig, backlog: int) -> None:
+        self.layer = layer
+        self.port = port
+        self.config = config
+        self.backlog = backlog
+        self.queue: list[TcpConnection] = []
+        self.callback: Callable[[Listener], None] | None = None
+
+    def accept(self) -> TcpConnection | None:
+        """The oldest established connection, or None."""
+        return self.queue.pop(0) if self.queue else None
+
+
+class TcpLayer:
+    """All TCP connections of one local address."""
+
+    def __init__(self, local_ip: bytes, mss: int = 1460, rng: random.Random | None = None,
+                 counters: Counters | None = None, verify_checksums: bool = True) -> None:
+        self.local_ip = local_ip
+        self.mss = mss
+        self.rng = rng if rng is not None else random.Random()
+        self.counters = counters if counters is not None else Counters()
+        self.verify_checksums = verify_checksums
+        self._c = self.counters.layer("tcp")
+        self._conns: dict[_Key, TcpConnection] = {}
+        self._listeners: dict[int, Listener] = {}
+        self._notified: list[TcpConnection] = []
+        self._dirty: list[TcpConnection] = []
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._secret = self.rng.getrandbits(128).to_bytes(16, "big")
+        self._next_port = self.rng.randrange(EPHEMERAL_LOW, EPHEMERAL_HIGH + 1)
+        self._rst_window = 0.0
+        self._rst_count = 0
+        self._now = 0.0
+
+    # ----------------------------------------------------------------- API
+    def connect(self, remote_ip: bytes, remote_port: int, now: float,
+                local_port: int | None = None, config: TcpConfig | None = None) -> TcpConnection:
+        """Active open to ``remote_ip:remote_port``; the SYN leaves with the next output."""
+        if not 0 < remote_port < 65536:
+            raise TcpError("invalid", f"remote port {remote_port} is not in 1..65535")
+        if len(remote_ip) != 4:
+            raise TcpError("invalid", f"remote address of {len(remote_ip)} bytes is not IPv4")
+        port = local_port if local_port is not None else self._pick_port(remote_ip, remote_port)
+        key = (port, remote_ip, remote_port)
+        if key in self._conns:
+            raise TcpError("in_use", f"local port {port} to this peer is in use")
+        iss = self._isn(port, remote_ip, remote_port, now)
+        conn = TcpConnection(self, self.local_ip, port, remote_ip, remote_port, iss, self.mss,
+                             config or TcpConfig(), self.counters, now)
+        self._conns[key] = conn
+        conn.start_connect(now)
+        return conn
+
+    def listen(self, port: int, config: TcpConfig | None = None, backlog: int = 16) -> Listener:
+        """Passive OPEN on ``port`` (RFC 9293 §3.10.1); used by tests and the NBD/TCP export."""
+        if port in self._listeners:
+            raise TcpError("in_use", f"port {port} is already listening")
+        lst = Listener(self, port, config or TcpConfig(), backlog)
+        self._listeners[port] = lst
+        return lst
+
+    def unlisten(self, port: int) -> None:
+        """Stop listening on ``port`` (accepted connections stay)."""
+        self._listeners.pop(port, None)
+
+    def accepted(self, conn: TcpConnection) -> None:
+        """A passive connection completed its handshake."""
+        lst = self._listeners.get(conn.local_port)
+        if lst is None or len(lst.queue) >= lst.backlog:
+            conn.abort(self._now)
+            return
+        lst.queue.append(conn)
+        if lst.callback is not None:
+            lst.callback(lst)
+
+    def connections(self) -> list[TcpConnection]:
+        """Live connections (including TIME_WAIT)."""
+        return list(self._conns.values())
+
+    def take_notified(self) -> list[TcpConnection]:
+        """Connections with news since the last call (each once)."""
+        out = self._notified
+        self._notified = []
+        for c in out:
+            c.notified = False
+        return out
+
+    # ----------------------------------------------------- connection hooks
+    def notify(self, conn: TcpConnection) -> None:
+        """Called by a connection when it has news for its user."""
+        self._notified.append(conn)
+
+    def want_output(self, conn: TcpConnection) -> None:
+        """Called by a connection that has segments to send."""
+        self._dirty.append(conn)
+
+    def queue_raw(self, conn: TcpConnection, segment: bytes) -> None:
+        """A connection's segment outside the normal output pass (SYN, RST, probes)."""
+        self._raw.append((conn.remote_ip, segment))
+
+    def forget(self, conn: TcpConnection) -> None:
+        """Remove a closed connection from the demultiplexing table."""
+        key = (conn.local_port, conn.remote_ip, conn.remote_port)
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+
+    def send_reset_for(self, src: bytes, dst: bytes, sport: int, dport: int, seqno: int,
+                       ack: int, flags: int) -> None:
+        """Queue a RST (rate-limited to 100/s so we cannot be used as an amplifier)."""
+        now = self._now
+        if now - self._rst_window >= 1.0:
+            self._rst_window = now
+            self._rst_count = 0
+        if self._rst_count >= 100:
+            self._c["rst_rate_limited"] += 1
+            return
+        self._rst_count += 1
+        self._c["rst_out"] += 1
+        self._raw.append((dst, build(src, dst, sport, dport, seqno, ack, flags, 0)))
+
+    # --------------------------------------------------------------- input
+    def receive(self, src: bytes, dst: bytes, segment: memoryview, now: float) -> None:
+        """One TCP segment from IPv4 (RFC 9293 §3.10.7). Bad segments are counted, dropped."""
+        c = self._c
+        self._now = now
+        c["segments_in"] += 1
+        if len(segment) < 20:
+            c["bad_truncated"] += 1
+            return
+        if self.verify_checksums and not verify_checksum(src, dst, segment):
+            c["bad_checksum"] += 1
+            return
+        try:
+            seg = parse(segment)
+        except SegmentError as e:
+            c["bad_" + e.reason] += 1
+            return
+        conn = self._conns.get((seg.dport, bytes(src), seg.sport))
+        if conn is None and seg.flags & (SYN | ACK | RST) == SYN and seg.dport in self._listeners:
+            lst = self._listeners[seg.dport]
+            key = (seg.dport, bytes(src), seg.sport)
+            conn = TcpConnection(self, self.local_ip, seg.dport, bytes(src), seg.sport,
+                                 self._isn(seg.dport, bytes(src), seg.sport, now), self.mss,
+                                 lst.config, self.counters, now)
+            self._conns[key] = conn
+            c["passive_opens"] += 1
+            conn.start_passive(seg, now)
+            return
+        if conn is None or conn.state == TcpState.CLOSED:
+            c["no_connection"] += 1
+            self._reset_unknown(src, dst, seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
+                                seg.seg_len)
+            return
+        conn.receive(seg, now)
+
+    def _reset_unknown(self, src: bytes, dst: bytes, sport: int, dport: int, seqno: int,
+                       ack: int, flags: int, seg_len: int) -> None:
+        # RFC 9293 §3.10.7.1: CLOSED state answers with RST (never to a RST)
+        if flags & RST:
+            return
+        if flags & ACK:
+            self.send_reset_for(dst, src, dport, sport, ack, 0, RST)
+        else:
+            self.send_reset_for(dst, src, dport, sport, 0, sq.add(seqno, seg_len), RST | ACK)
+
+    # -------------------------------------------------------------- output
+    def output(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Every segment due now, as (destination IPv4 address, segment) pairs."""
+        self._now = now
+        out = self._raw
+        self._raw = []
+        if self._dirty:
+            dirty = self._dirty
+            self._dirty = []
+            segs: list[bytes] = []
+            for conn in dirty:
+                if not conn.needs_output:
+                    continue
+                conn.output(now, segs)
+                if segs:
+                    rip = conn.remote_ip
+                    out.extend((rip, s) for s in segs)
+                    segs.clear()
+            if self._raw:
+                out.extend(self._raw)
+                self._raw = []
+        if out:
+            self._c["segments_out"] += len(out)
+        return out
+
+    # -------------------------------------------------------------- timers
+    def next_deadline(self) -> float | None:
+        """The earliest timer of any connection."""
+        best: float | None = None
+        for conn in self._conns.values():
+            t = conn.next_deadline()
+            if t is not None and (best is None or t < best):
+                best = t
+        if self._dirty or self._raw:
+            return self._now
+        return best
+
+    def on_deadline(self, now: float) -> None:
+        """Fire due timers of every connection."""
+        self._now = now
+        for conn in list(self._conns.values()):
+            t = conn.next_deadline()
+            if t is not None and t <= now:
+                conn.on_deadline(now)
+
+    # -------------------------------------------------------------- helpers
+    def _pick_port(self, remote_ip: bytes, remote_port: int) -> int:
+        span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
+        for _ in range(span):
+            port = self._next_port
+            self._next_port = EPHEMERAL_LOW + (port + 1 - EPHEMERAL_LOW) % span
+            if (port, remote_ip, remote_port) not in self._conns:
+                return port
+        raise TcpError("no_ports", "no free local port (all ephemeral ports in use)")
+
+    def _isn(self, lport: int, rip: bytes, rport: int, now: float) -> int:
+        """RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey)."""
+        h = hashlib.sha256(self._secret + self.local_ip + lport.to_bytes(2, "big") + rip +
+                           rport.to_bytes(2, "big")).digest()
+        m = int(now * 250_000)  # a 4 microsecond timer
+        return (m + int.from_bytes(h[:4], "big")) & sq.MASK
+
+
+__all__ = ["TcpLayer"]

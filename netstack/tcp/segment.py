@@ -1,0 +1,193 @@
+"""TCP segment header and options: parse and build (RFC 9293 §3.1, RFC 7323, RFC 2018).
+
+Parsing never trusts the wire: a truncated header, a data offset outside the segment
+or an option whose length runs past the header raises :class:`SegmentError` naming
+the field and value; the TCP layer counts it and drops the segment.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERM = 4
+OPT_SACK = 5
+OPT_TS = 8
+
+_HDR = struct.Struct("!HHIIBBHHH")
+_TS_FAST = b"\x01\x01\x08\x0a"
+_TS_VALS = struct.Struct("!II")
+_PSEUDO = struct.Struct("!4s4sBBH")
+
+
+def checksum_parts(parts: tuple[bytes | bytearray | memoryview, ...]) -> int:
+    """Internet checksum (RFC 1071) over the concatenation of ``parts``.
+
+    Every part but the last must have even length. Returns the 16-bit one's complement
+    checksum; 0 when the parts already carry a correct checksum.
+    TEMPORARY: replaced by netstack.checksum once that module lands.
+    """
+    total = 0
+    for p in parts:
+        n = len(p)
+        if n & 1:
+            total += int.from_bytes(bytes(p) + b"\0", "big")
+            n += 1
+        else:
+            total += int.from_bytes(p, "big")
+        # fold this part's big integer down to 16-bit words
+    # fold: sum of 16-bit words of a big integer = value mod 0xFFFF (with 0xFFFF for 0 != x)
+    if total == 0:
+        return 0xFFFF
+    r = total % 0xFFFF
+    if r == 0:
+        r = 0xFFFF
+    return (~r) & 0xFFFF
+
+
+class SegmentError(ValueError):
+    """A malformed TCP segment; ``reason`` is the counter name, the message the detail."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class TcpOptions:
+    """Options of one segment (None / empty when absent)."""
+
+    mss: int | None = None
+    wscale: int | None = None
+    sack_perm: bool = False
+    ts_val: int | None = None
+    ts_ecr: int = 0
+    sack: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Segment:
+    """A parsed TCP segment; ``payload`` is a view into the received frame."""
+
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    opts: TcpOptions
+    payload: memoryview
+
+    @property
+    def seg_len(self) -> int:
+        """SEG.LEN: payload length plus one for SYN and one for FIN (RFC 9293 §3.4)."""
+        return len(self.payload) + (1 if self.flags & SYN else 0) + (1 if self.flags & FIN else 0)
+
+
+def pseudo_header(src: bytes, dst: bytes, length: int) -> bytes:
+    """The IPv4 pseudo-header of RFC 9293 §3.1 for a TCP segment of ``length`` bytes."""
+    return _PSEUDO.pack(src, dst, 0, 6, length)
+
+
+def verify_checksum(src: bytes, dst: bytes, segment: memoryview) -> bool:
+    """Whether the segment's checksum is right (the sum over pseudo-header+segment is 0)."""
+    return checksum_parts((pseudo_header(src, dst, len(segment)), segment)) == 0
+
+
+def _parse_options(buf: memoryview, opts: TcpOptions) -> None:
+    i = 0
+    n = len(buf)
+    while i < n:
+        kind = buf[i]
+        if kind == OPT_EOL:
+            return
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise SegmentError("bad_option", f"TCP option kind {kind} at {i}: no length byte")
+        olen = buf[i + 1]
+        if olen < 2 or i + olen > n:
+            raise SegmentError("bad_option", f"TCP option kind {kind} at {i}: length {olen}")
+        if kind == OPT_MSS:
+            if olen != 4:
+                raise SegmentError("bad_option", f"TCP option MSS: length {olen}, expected 4")
+            opts.mss = (buf[i + 2] << 8) | buf[i + 3]
+        elif kind == OPT_WSCALE:
+            if olen != 3:
+                raise SegmentError("bad_option", f"TCP option WSCALE: length {olen}, expected 3")
+            opts.wscale = min(buf[i + 2], 14)  # RFC 7323 §2.3: values above 14 are taken as 14
+        elif kind == OPT_SACK_PERM:
+            if olen != 2:
+                raise SegmentError("bad_option", f"TCP option SACK-permitted: length {olen}")
+            opts.sack_perm = True
+        elif kind == OPT_TS:
+            if olen != 10:
+                raise SegmentError("bad_option", f"TCP option timestamps: length {olen}")
+            opts.ts_val, opts.ts_ecr = _TS_VALS.unpack_from(buf, i + 2)
+        elif kind == OPT_SACK:
+            if (olen - 2) % 8 or olen == 2:
+                raise SegmentError("bad_option", f"TCP option SACK: length {olen}")
+            for j in range(i + 2, i + olen, 8):
+                opts.sack.append(_TS_VALS.unpack_from(buf, j))
+        i += olen
+
+
+def parse(segment: memoryview) -> Segment:
+    """Parse a TCP segment (header, options, payload view). Raises :class:`SegmentError`."""
+    n = len(segment)
+    if n < 20:
+        raise SegmentError("truncated", f"TCP segment of {n} bytes is shorter than 20")
+    sport, dport, seq, ack, off, flags, window, _csum, _urg = _HDR.unpack_from(segment)
+    hlen = (off >> 4) * 4
+    if hlen < 20 or hlen > n:
+        raise SegmentError("bad_offset", f"TCP data offset {hlen} (segment {n} bytes)")
+    opts = TcpOptions()
+    if hlen > 20:
+        if hlen == 32 and segment[20:24] == _TS_FAST:
+            opts.ts_val, opts.ts_ecr = _TS_VALS.unpack_from(segment, 24)
+        else:
+            _parse_options(segment[20:hlen], opts)
+    return Segment(sport, dport, seq, ack, flags, window, opts, segment[hlen:])
+
+
+def build_options(opts: TcpOptions) -> bytes:
+    """Encode options, NOP-padded to a multiple of 4 bytes (RFC 9293 §3.2)."""
+    out = bytearray()
+    if opts.mss is not None:
+        out += struct.pack("!BBH", OPT_MSS, 4, opts.mss)
+    if opts.sack_perm:
+        out += b"\x01\x01\x04\x02"
+    if opts.ts_val is not None:
+        out += _TS_FAST + _TS_VALS.pack(opts.ts_val, opts.ts_ecr)
+    if opts.wscale is not None:
+        out += struct.pack("!BBBB", OPT_NOP, OPT_WSCALE, 3, opts.wscale)
+    if opts.sack:
+        out += struct.pack("!BBBB", OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(opts.sack))
+        for left, right in opts.sack:
+            out += _TS_VALS.pack(left, right)
+    while len(out) % 4:
+        out.append(OPT_NOP)
+    return bytes(out)
+
+
+def build(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
+          window: int, options: bytes = b"", payload: bytes | memoryview = b"") -> bytes:
+    """Build a whole segment with its checksum (RFC 9293 §3.1)."""
+    hlen = 20 + len(options)
+    header = _HDR.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, window, 0, 0) + options
+    csum = checksum_parts((pseudo_header(src, dst, hlen + len(payload)), header, payload))
+    return b"".join((header[:16], csum.to_bytes(2, "big"), header[18:], payload))
