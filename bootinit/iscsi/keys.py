@@ -572,7 +572,7 @@ class Negotiator:
         if spec.sender is Sender.INITIATOR:
             return  # an echo of one of our declarations (SessionType etc.): nothing to do
         if spec.type is KeyType.NUMBER:
-            parse_number(key, value)
+            value = str(parse_number(key, value))  # normalise 0x forms
         self._results[key] = value
 
     def _apply_answer(self, spec: KeySpec, ours: str, theirs: str) -> None:
