@@ -157,7 +157,7 @@ u32 = st.integers(0, 0xFFFFFFFF)
 def test_roundtrip_random_fields(cls: type[P.Pdu], a: int, b: int, c: int, data: bytes,
                                  hd: bool, dd: bool) -> None:
     kw: dict[str, object] = {}
-    fields = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+    fields = set(cls.__dataclass_fields__)
     for name, value in (("itt", a), ("cmdsn", b), ("statsn", b), ("exp_statsn", c),
                         ("max_cmdsn", c), ("buffer_offset", a), ("datasn", c)):
         if name in fields:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 
 import pytest
 
@@ -23,7 +24,7 @@ from bootinit.iscsi.errors import AuthenticationError, KeyFormatError
 CHALLENGE = bytes.fromhex("0123456789abcdeffedcba9876543210")
 
 
-def counter_random() -> object:
+def counter_random() -> Callable[[int], bytes]:
     state = {"n": 0}
 
     def rnd(n: int) -> bytes:
@@ -122,8 +123,8 @@ def test_bad_identifier() -> None:
         ChapInitiator(creds()).respond({"CHAP_A": "5", "CHAP_I": "256", "CHAP_C": "0x01"})
 
 
-def mutual_exchange(rnd: object = None) -> tuple[ChapInitiator, dict[str, str]]:
-    c = ChapInitiator(creds(mutual=True), random_bytes=rnd or counter_random())  # type: ignore[arg-type]
+def mutual_exchange() -> tuple[ChapInitiator, dict[str, str]]:
+    c = ChapInitiator(creds(mutual=True), random_bytes=counter_random())
     out = dict(c.respond({"CHAP_A": "5", "CHAP_I": "7", "CHAP_C": encode_hex(CHALLENGE)}))
     return c, out
 

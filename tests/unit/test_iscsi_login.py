@@ -60,7 +60,7 @@ class Script:
         return self.requests[-1]
 
     def reply(
-        self, keys: list[tuple[str, str]] | bytes = (), *, transit: bool = False,
+        self, keys: list[tuple[str, str]] | bytes = b"", *, transit: bool = False,
         nsg: int = 0, cont: bool = False, status: int = 0, tsih: int = 0,
     ) -> dict[str, str] | LoginSuccess | LoginRedirect:
         req = self.last
