@@ -178,6 +178,16 @@ def _pad4(n: int) -> int:
     return (-n) & 3
 
 
+def _sense_of(d: BytesLike) -> bytes:
+    """SenseLength-prefixed sense bytes of a data segment (§11.4.7.2, §11.9.4)."""
+    if _nbytes(d) < 2:
+        return b""
+    n = int.from_bytes(d[0:2], "big")
+    if n + 2 > _nbytes(d):
+        raise PduFormatError("SenseLength", n, f"exceeds data segment of {_nbytes(d)}")
+    return bytes(d[2:2 + n])
+
+
 @dataclass(slots=True, kw_only=True)
 class Pdu:
     """Common part of every PDU.
@@ -539,13 +549,7 @@ class ScsiResponse(Pdu):
     @property
     def sense(self) -> bytes:
         """The sense data of the data segment, empty when none (§11.4.7.2)."""
-        d = self.data
-        if _nbytes(d) < 2:
-            return b""
-        n = int.from_bytes(d[0:2], "big")
-        if n + 2 > _nbytes(d):
-            raise PduFormatError("SenseLength", n, f"exceeds data segment of {_nbytes(d)}")
-        return bytes(d[2:2 + n])
+        return _sense_of(self.data)
 
     def _pack(self) -> tuple[int, ...]:
         b1 = (0x80 | (self.bidi_overflow << 4) | (self.bidi_underflow << 3)
@@ -780,6 +784,11 @@ class AsyncMessage(Pdu):
     parameter1: int = 0
     parameter2: int = 0
     parameter3: int = 0
+
+    @property
+    def sense(self) -> bytes:
+        """Sense data of a SCSI async event (AsyncEvent 0, §11.9.4); may be empty."""
+        return _sense_of(self.data)
 
     def _pack(self) -> tuple[int, ...]:
         return (0x80, 0, 0, self.lun, RESERVED_TAG, 0, self.statsn, self.exp_cmdsn,

@@ -252,6 +252,9 @@ def test_async_message_layout() -> None:
     assert w[:4] == hx("32 80 00 00") and w[16:20] == hx("ff ff ff ff")
     assert w[36:44] == hx("01 00 00 00 00 00 00 05")
     roundtrip(p)
+    ua = hx("70 00 06 00 00 00 00 0a 00 00 00 00 3f 0e 00 00 00 00")
+    ev = P.AsyncMessage(event=P.AsyncEvent.SCSI_EVENT, data=b"\x00\x12" + ua)
+    assert ev.sense == ua
 
 
 def test_reject_layout() -> None:
