@@ -5,7 +5,7 @@ Three layers:
 * :func:`decode_text` / :func:`encode_text`: the ``key=value\\0`` data segment of
   Login and Text PDUs (§6.1), with the size limits of §6.1 (key name at most 63
   bytes, value at most 255 bytes, or 8192 for keys allowed longer values).
-  :class:`TextAssembler` joins data segments split with the C bit (§6.3.?/§11.10.2,
+  :class:`TextAssembler` joins data segments split with the C bit (§11.10.2,
   §11.12.2); the split may fall inside a pair.
 * :data:`KEYS`: one declarative table of every RFC 7143 key: type, default,
   scope, phase, who sends it, result function and limits.
