@@ -1,0 +1,82 @@
+"""A kernel-TCP peer for integration tests; runs inside the test's namespace.
+
+Each connection starts with one command line:
+  SINK            read until EOF, answer "<sha256hex> <count>\\n", close
+  SOURCE N SEED   send N bytes of stream(SEED), then close (the peer closes first)
+  ECHO            echo until EOF, then close
+  HOLD            read until EOF, then close (the client closes first)
+  RST             abort at once with a RST (SO_LINGER 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import socket
+import socketserver
+import struct
+from collections.abc import Iterator
+
+CHUNK = 1 << 20
+
+
+def stream(seed: int, n: int) -> Iterator[bytes]:
+    """The deterministic byte stream both sides can regenerate."""
+    rng = random.Random(seed)
+    left = n
+    while left > 0:
+        k = min(CHUNK, left)
+        yield rng.randbytes(k)
+        left -= k
+
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        words = self.rfile.readline().decode().split()
+        if not words:
+            return
+        cmd = words[0]
+        if cmd == "SINK":
+            h = hashlib.sha256()
+            count = 0
+            while True:
+                data = self.rfile.read1(CHUNK)
+                if not data:
+                    break
+                h.update(data)
+                count += len(data)
+            sock.sendall(f"{h.hexdigest()} {count}\n".encode())
+        elif cmd == "SOURCE":
+            for chunk in stream(int(words[2]), int(words[1])):
+                sock.sendall(chunk)
+        elif cmd == "ECHO":
+            while True:
+                data = self.rfile.read1(CHUNK)
+                if not data:
+                    break
+                sock.sendall(data)
+        elif cmd == "HOLD":
+            while self.rfile.read1(CHUNK):
+                pass
+        elif cmd == "RST":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=5001)
+    ap.add_argument("--rcvbuf", type=int, default=0)
+    args = ap.parse_args()
+    with Server(("0.0.0.0", args.port), Handler) as srv:
+        srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
