@@ -3,7 +3,7 @@
 Every way bad input can fail ends in one of these (never a bare ``struct.error``,
 ``IndexError`` or ``UnicodeDecodeError``). A table problem names the structure, the
 field, the absolute byte offset inside the table and the offending value (iBFT spec
-1.03, section 3: all offsets are relative to the start of the table).
+1.03 §2.4 "Length and Offset Values": offsets are relative to the start of the table).
 """
 
 from __future__ import annotations

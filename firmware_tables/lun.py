@@ -1,7 +1,8 @@
 """SCSI logical unit numbers: the 8-byte SAM form and its integer and text forms.
 
 The iBFT Target structure holds the boot LUN as 8 bytes in SAM format (iBFT spec 1.03
-section 3.6; SAM-5 section 4.7: four 2-byte levels, big-endian within a level).
+§3.7 "Target Structure"; SAM-5 logical unit numbers: four 2-byte levels, big-endian
+within a level).
 
 As an integer this package uses the convention of Linux (``scsilun_to_int``) and
 libiscsi: the first level is the low 16 bits, the second level the next 16, and so on.
@@ -9,7 +10,7 @@ So LUN 1 is bytes ``00 01 00 00 00 00 00 00`` and the integer keeps the addressi
 method bits (a flat-space LUN 300 is ``0x412C``; plain ``300`` encodes ``01 2C``, as
 libiscsi would put it on the wire).
 
-RFC 4173 section 5 writes a LUN in a root path as up to four dash-separated groups of
+RFC 4173 writes a LUN in a root path as up to four dash-separated groups of
 up to four hex digits, most significant level first: ``4752-3A4F-6b7e-2F99``, ``1``.
 """
 

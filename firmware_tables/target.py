@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from firmware_tables.errors import ConfigError
 from firmware_tables.lun import MAX_LUN
 
-DEFAULT_PORT = 3260  # RFC 7143 section 13.2: the well-known iSCSI port
+DEFAULT_PORT = 3260  # the well-known iSCSI port (RFC 7143, IANA)
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?")
 
 

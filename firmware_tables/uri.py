@@ -10,7 +10,7 @@ first ``%`` (else ``:``) separates user and secret, the secret is taken literall
 the target name is percent-decoded. Mutual-CHAP credentials are not part of a URL
 (libiscsi's ``?target_user=`` arguments are refused): they come from options.
 
-Root path (RFC 4173 section 5, what DHCP option 17 and iPXE's ``root-path`` hold)::
+Root path (RFC 4173, what DHCP option 17 and iPXE's ``root-path`` hold)::
 
     iscsi:<server>:<protocol>:<port>:<lun>:<targetname>
 

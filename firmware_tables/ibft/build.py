@@ -1,11 +1,12 @@
-"""Write an iBFT (iBFT spec 1.03 section 3) from Initiator, NIC and Target structures.
+"""Write an iBFT (iBFT spec 1.03 §3 "iBFT Layout") from Initiator, NIC and Target structures.
 
 Layout (the one dracut's test table and Linux's three-NIC test table use): the 48-byte
 header, Control at 0x30, then the Initiator, every NIC, every Target, each aligned to
-``alignment`` (8 by default, spec section 3: structures are 8-byte aligned), then the
+``alignment`` (8 by default: §2.2 "Alignment" and §3.4.4), then the
 heap of NUL-terminated strings, with no padding after the last NUL. The table length
 and checksum are filled in last. Control holds initiator, NIC 0, target 0, NIC 1,
-target 1 and, for more than two NICs or targets, expansion offsets in pairs (NIC 2,
+target 1 and, for more than two NICs or targets, expansion offsets (§3.4.3 "Optional
+Structure Expansion") in pairs (NIC 2,
 target 2, NIC 3, ...), 0 for a missing one -- the form Linux reads since it lifted its
 two-NIC limit.
 

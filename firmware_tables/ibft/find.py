@@ -3,7 +3,7 @@
 - A file holds one table (e.g. what QEMU's ``-acpitable file=`` takes).
 - Linux exports the ACPI tables it found as ``/sys/firmware/acpi/tables/<SIG>``; an iBFT
   may be named ``iBFT``, ``IBFT`` (the ACPI spelling) or ``BIFT`` (Broadcom).
-- On a BIOS machine the table sits in low memory; iBFT spec 1.03 section 1.4.3.1 (and
+- On a BIOS machine the table sits in low memory; the iBFT spec's BIOS requirements (and
   Linux's ``find_ibft_region``) scan 0x80000-0xFFFFF on 16-byte boundaries, skipping the
   VGA window 0xA0000-0xBFFFF, for the signature ``iBFT`` (or ``BIFT``), and accept the
   first whose length keeps it below 1 MiB. ``scan_memory`` does that on a memory image

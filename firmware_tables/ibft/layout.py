@@ -1,16 +1,17 @@
 """Byte layout of the iBFT: structure ids, lengths, flags and field offsets.
 
 iBFT spec 1.03 ("iSCSI Boot Firmware Table (iBFT) as Defined in ACPI 3.0b
-Specification", IBM/Microsoft), section 3. All multi-byte values are little-endian;
+Specification", IBM/Microsoft), §2 "Conventions" and §3 "iBFT Layout". All multi-byte
+values are little-endian (§2.3);
 every offset is relative to the start of the table; each structure starts with the
-6-byte Structure Header (id, version, length u16, index, flags) of section 3.2.
+6-byte Standard Structure Header (id, version, length u16, index, flags) of §3.2.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# Section 3.1: 36-byte ACPI header + 12 reserved bytes; Control follows at 48.
+# §3.3 Table Header: 36-byte ACPI header + 12 reserved bytes; Control follows at 48.
 HEADER_LENGTH: Final = 48
 HEADER_RESERVED_OFFSET: Final = 36
 SIGNATURE: Final = "iBFT"
@@ -20,7 +21,7 @@ REVISION: Final = 1
 STRUCTURE_VERSION: Final = 1
 STRUCTURE_HEADER_LENGTH: Final = 6
 
-# Section 3.2: structure ids.
+# §3.4.1 Structure Type / ID.
 ID_RESERVED: Final = 0
 ID_CONTROL: Final = 1
 ID_INITIATOR: Final = 2
@@ -28,7 +29,7 @@ ID_NIC: Final = 3
 ID_TARGET: Final = 4
 ID_EXTENSIONS: Final = 5
 
-# Section 3.3-3.6: structure lengths.
+# §3.4-3.7: structure lengths.
 CONTROL_OFFSET: Final = HEADER_LENGTH
 CONTROL_MIN_LENGTH: Final = 18
 INITIATOR_LENGTH: Final = 74
@@ -37,21 +38,21 @@ TARGET_LENGTH: Final = 54
 ALIGNMENT: Final = 8
 MAX_TABLE_LENGTH: Final = 0xFFFF  # offsets in the table are u16
 
-# Structure header fields (section 3.2).
+# §3.2 Standard Structure Header fields.
 HDR_ID: Final = 0
 HDR_VERSION: Final = 1
 HDR_LENGTH: Final = 2
 HDR_INDEX: Final = 4
 HDR_FLAGS: Final = 5
 
-# Control structure (section 3.3).
+# §3.4 Control Structure.
 CTL_EXTENSIONS: Final = 6
 CTL_FIRST_OFFSET: Final = 8  # initiator, nic0, target0, nic1, target1, expansion...
 CONTROL_SLOTS: Final = ("initiator", "nic0", "target0", "nic1", "target1")
 CONTROL_FLAG_BOOT_FAILOVER: Final = 0x01
 CONTROL_FLAGS_DEFINED: Final = 0x01
 
-# Initiator structure (section 3.4).
+# §3.5 Initiator Structure.
 INI_ISNS: Final = 6
 INI_SLP: Final = 22
 INI_PRI_RADIUS: Final = 38
@@ -61,7 +62,7 @@ INITIATOR_FLAG_VALID: Final = 0x01
 INITIATOR_FLAG_BOOT_SELECTED: Final = 0x02
 INITIATOR_FLAGS_DEFINED: Final = 0x03
 
-# NIC structure (section 3.5).
+# §3.6 NIC Structure.
 NIC_IP: Final = 6
 NIC_PREFIX: Final = 22
 NIC_ORIGIN: Final = 23
@@ -78,7 +79,7 @@ NIC_FLAG_BOOT_SELECTED: Final = 0x02
 NIC_FLAG_GLOBAL: Final = 0x04  # 1 = global address, 0 = link local
 NIC_FLAGS_DEFINED: Final = 0x07
 
-# IP prefix origin (section 3.5, Windows' IP_PREFIX_ORIGIN values).
+# §2.6 Parameter Origins (Windows' NL_PREFIX_ORIGIN values).
 ORIGIN_OTHER: Final = 0
 ORIGIN_MANUAL: Final = 1
 ORIGIN_WELL_KNOWN: Final = 2
@@ -94,7 +95,7 @@ ORIGINS: Final = {
     ORIGIN_UNCHANGED: "unchanged",
 }
 
-# Target structure (section 3.6).
+# §3.7 Target Structure.
 TGT_IP: Final = 6
 TGT_PORT: Final = 22
 TGT_LUN: Final = 24
@@ -114,6 +115,6 @@ CHAP_NONE: Final = 0
 CHAP_ONE_WAY: Final = 1
 CHAP_MUTUAL: Final = 2
 
-# IP address fields are 16 bytes; IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
+# §2.1 IP Address: 16 bytes; IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
 IP_LENGTH: Final = 16
 IPV4_MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"

@@ -1,4 +1,4 @@
-"""Read and validate an iBFT (iBFT spec 1.03 section 3).
+"""Read and validate an iBFT (iBFT spec 1.03 §2 "Conventions", §3 "iBFT Layout").
 
 ``parse_ibft(data)`` checks at least what Linux (drivers/firmware/iscsi_ibft.c) checks
 before it trusts a table -- revision 1, byte sum 0, Control id 1 / index 0 / length >= 18,
@@ -117,7 +117,7 @@ class _Parser:
     ) -> None:
         self.problems.append(Problem(structure, field, offset, value, message))
 
-    # -- header (section 3.1) ---------------------------------------------------------
+    # -- header (§3.3) ------------------------------------------------------------
 
     def parse(self) -> IbftTable:
         data = self.data
@@ -175,7 +175,7 @@ class _Parser:
             problems=tuple(self.problems),
         )
 
-    # -- control (section 3.3) --------------------------------------------------------
+    # -- control (§3.4) -----------------------------------------------------------
 
     def parse_control(self) -> IbftControl | None:
         v = self.view
@@ -339,7 +339,7 @@ class _Parser:
         self.strings.append((off, min(end + 1, v.limit), name, field))
         return text
 
-    # -- structures (sections 3.4-3.6) ----------------------------------------------------
+    # -- structures (§3.5-3.7) -------------------------------------------------------
 
     def parse_initiator(self, name: str, off: int, version: int) -> IbftInitiator:
         v = self.view

@@ -1,4 +1,4 @@
-"""The decoded iBFT: one frozen dataclass per structure of iBFT spec 1.03 section 3.
+"""The decoded iBFT: one frozen dataclass per structure of iBFT spec 1.03 §3.
 
 These hold the table's values as they are (flags as integers, the LUN as 8 SAM bytes,
 strings decoded as UTF-8); ``firmware_tables.config`` turns them into the product's
@@ -22,7 +22,7 @@ IPAddress = IPv4Address | IPv6Address
 
 @dataclass(frozen=True)
 class IbftHeader:
-    """The ACPI header fields of the table (section 3.1)."""
+    """The ACPI header fields of the table (§3.3 Table Header)."""
 
     signature: str = layout.SIGNATURE
     length: int = 0
@@ -37,7 +37,7 @@ class IbftHeader:
 
 @dataclass(frozen=True)
 class IbftControl:
-    """The Control structure (section 3.3).
+    """The Control structure (§3.4).
 
     ``structure_offsets`` are all the u16 offsets after ``extensions``, in table order:
     initiator, NIC 0, target 0, NIC 1, target 1, then any expansion offsets (which
@@ -54,7 +54,7 @@ class IbftControl:
 
 @dataclass(frozen=True)
 class IbftInitiator:
-    """The Initiator structure (section 3.4)."""
+    """The Initiator structure (§3.5)."""
 
     name: str | None = None
     flags: int = layout.INITIATOR_FLAG_VALID | layout.INITIATOR_FLAG_BOOT_SELECTED
@@ -79,7 +79,7 @@ class IbftInitiator:
 
 @dataclass(frozen=True)
 class IbftNic:
-    """A NIC structure (section 3.5). ``pci_bdf`` is bus << 8 | device << 3 | function."""
+    """A NIC structure (§3.6). ``pci_bdf`` is bus << 8 | device << 3 | function."""
 
     index: int = 0
     flags: int = layout.NIC_FLAG_VALID | layout.NIC_FLAG_BOOT_SELECTED
@@ -120,7 +120,7 @@ class IbftNic:
 
 @dataclass(frozen=True)
 class IbftTarget:
-    """A Target structure (section 3.6). ``lun`` is the 8-byte SAM LUN."""
+    """A Target structure (§3.7). ``lun`` is the 8-byte SAM LUN."""
 
     index: int = 0
     flags: int = layout.TARGET_FLAG_VALID | layout.TARGET_FLAG_BOOT_SELECTED
