@@ -177,7 +177,8 @@ def _show(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     found = _found(args, ("file", "memory"))
-    assert found is not None
+    if found is None:  # pragma: no cover - _found only returns None for --sysfs
+        raise UsageError("check reads a table file or a memory image")
     table: IbftTable = parse_ibft(found.data, strict=False, exact_length=args.file is not None)
     if args.json:
         print(json.dumps({"source": found.source, "ok": not table.problems,

@@ -237,7 +237,8 @@ def test_every_truncation_is_reported(base: bytes, data: st.DataObject) -> None:
 
 # -- locators and LUNs ----------------------------------------------------------------------
 
-hostnames = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,3}", fullmatch=True)
+hostnames = st.from_regex(r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?(\.[a-z]([a-z0-9-]{0,8}[a-z0-9])?){0,3}",
+                          fullmatch=True)
 url_user = st.text(st.characters(blacklist_categories=("Cs", "Cc"),
                                  blacklist_characters="%:@/?#\0"), min_size=1, max_size=16)
 url_secret = st.text(st.characters(blacklist_categories=("Cs", "Cc"),
