@@ -371,9 +371,30 @@ class BootConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BootConfig:
-        """Read the file format (see ``docs``: keys as ``to_dict`` writes them; a target
-        may instead give ``url`` (iscsi://) or ``root_path`` (RFC 4173), optionally with
-        ``chap_*``/``reverse_chap_*``, ``nic`` and ``boot_selected``)."""
+        """Read the file format (TOML shown; JSON has the same keys)::
+
+            initiator_name = "iqn.2026-11.test:client"
+            # optional: isns_server, slp_server, radius_servers = [..]
+            [[nics]]                      # all keys optional
+            address = "10.77.5.2/24"      # or "2001:db8::2/64"
+            gateway = "10.77.5.1"
+            dns = ["10.77.5.53"]
+            mac = "52:54:00:12:34:56"
+            vlan = 0
+            dhcp = false
+            dhcp_server = "10.77.5.1"
+            hostname = "client"
+            pci = "00:03.0"
+            boot_selected = true
+            [[targets]]                   # host+name (+port, lun), or url, or root_path
+            url = "iscsi://joe%secret@10.77.5.1/iqn.2026-11.test:disk/1"
+            reverse_chap_user = "target"  # chap_user/chap_secret likewise
+            reverse_chap_secret = "..."
+            nic = 0                       # position in nics
+            boot_selected = true
+
+        Unknown keys and wrong types raise ``ConfigError`` naming the setting.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError("", "the configuration must be a table/object")
         _keys(data, "", {"initiator_name", "isns_server", "slp_server", "radius_servers",
