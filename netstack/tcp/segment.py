@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from netstack.checksum import transport_checksum, transport_checksum_parts
+
 FIN = 0x01
 SYN = 0x02
 RST = 0x04
@@ -30,32 +32,6 @@ OPT_TS = 8
 _HDR = struct.Struct("!HHIIBBHHH")
 _TS_FAST = b"\x01\x01\x08\x0a"
 _TS_VALS = struct.Struct("!II")
-_PSEUDO = struct.Struct("!4s4sBBH")
-
-
-def checksum_parts(parts: tuple[bytes | bytearray | memoryview, ...]) -> int:
-    """Internet checksum (RFC 1071) over the concatenation of ``parts``.
-
-    Every part but the last must have even length. Returns the 16-bit one's complement
-    checksum; 0 when the parts already carry a correct checksum.
-    TEMPORARY: replaced by netstack.checksum once that module lands.
-    """
-    total = 0
-    for p in parts:
-        n = len(p)
-        if n & 1:
-            total += int.from_bytes(bytes(p) + b"\0", "big")
-            n += 1
-        else:
-            total += int.from_bytes(p, "big")
-        # fold this part's big integer down to 16-bit words
-    # fold: sum of 16-bit words of a big integer = value mod 0xFFFF (with 0xFFFF for 0 != x)
-    if total == 0:
-        return 0xFFFF
-    r = total % 0xFFFF
-    if r == 0:
-        r = 0xFFFF
-    return (~r) & 0xFFFF
 
 
 class SegmentError(ValueError):
@@ -97,14 +73,9 @@ class Segment:
         return len(self.payload) + (1 if self.flags & SYN else 0) + (1 if self.flags & FIN else 0)
 
 
-def pseudo_header(src: bytes, dst: bytes, length: int) -> bytes:
-    """The IPv4 pseudo-header of RFC 9293 §3.1 for a TCP segment of ``length`` bytes."""
-    return _PSEUDO.pack(src, dst, 0, 6, length)
-
-
 def verify_checksum(src: bytes, dst: bytes, segment: memoryview) -> bool:
-    """Whether the segment's checksum is right (the sum over pseudo-header+segment is 0)."""
-    return checksum_parts((pseudo_header(src, dst, len(segment)), segment)) == 0
+    """Whether the segment's checksum is right under the IPv4 pseudo-header (RFC 9293 §3.1)."""
+    return transport_checksum(src, dst, 6, segment) == 0
 
 
 def _parse_options(buf: memoryview, opts: TcpOptions) -> None:
@@ -189,5 +160,5 @@ def build(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, fl
     """Build a whole segment with its checksum (RFC 9293 §3.1)."""
     hlen = 20 + len(options)
     header = _HDR.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, window, 0, 0) + options
-    csum = checksum_parts((pseudo_header(src, dst, hlen + len(payload)), header, payload))
+    csum = transport_checksum_parts(src, dst, 6, (header, payload), hlen + len(payload))
     return b"".join((header[:16], csum.to_bytes(2, "big"), header[18:], payload))
