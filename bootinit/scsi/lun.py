@@ -1,13 +1,15 @@
 """SAM LUN encoding and REPORT LUNS data (SAM-5 §4.7, SPC-4 §6.33).
 
 A LUN on the wire (the 8-byte LUN field of iSCSI PDUs, RFC 7143 §11.2.1.6) is
-a SAM-encoded structure, not a plain number.  Single level LUNs 0..255 use
-peripheral device addressing (method 00b), 256..16383 flat space addressing
-(method 01b), as Linux ``int_to_scsilun`` and most targets do.
+a SAM-encoded structure, not a plain number. The project has one integer convention,
+:mod:`firmware_tables.lun` (Linux ``int_to_scsilun``/``scsilun_to_int`` and libiscsi):
+the integer's low 16 bits are the first level as sent, so ``iscsi://h/iqn/N`` means the
+same LUN here as in QEMU and libiscsi, and a LUN that REPORT LUNS returns round-trips.
 """
 
 from __future__ import annotations
 
+from firmware_tables.lun import lun_from_sam, lun_to_sam
 from netstack.link.base import BytesLike
 
 
@@ -21,12 +23,11 @@ class LunFormatError(ValueError):
 
 
 def encode_lun(lun: int) -> bytes:
-    """8-byte SAM LUN for a single-level LUN number 0..16383 (SAM-5 §4.7.2)."""
-    if 0 <= lun < 256:
-        return bytes((0, lun)) + bytes(6)
-    if 256 <= lun < 16384:
-        return bytes((0x40 | (lun >> 8), lun & 0xFF)) + bytes(6)
-    raise LunFormatError("LUN", lun, "single-level LUNs are 0..16383")
+    """8-byte SAM LUN of an integer LUN (the project's one convention, see above)."""
+    try:
+        return lun_to_sam(lun)
+    except ValueError as e:
+        raise LunFormatError("LUN", lun, str(e)) from None
 
 
 def lun_field(lun: int) -> int:
@@ -35,24 +36,11 @@ def lun_field(lun: int) -> int:
 
 
 def decode_lun(raw: BytesLike | int) -> int:
-    """LUN number of an 8-byte SAM LUN (peripheral or flat addressing, first level).
-
-    Raises :class:`LunFormatError` for multi-level or other addressing methods;
-    use the raw 64-bit value for those.
-    """
+    """Integer LUN of an 8-byte SAM LUN (or of a BHS LUN field given as an int)."""
     b = raw.to_bytes(8, "big") if isinstance(raw, int) else bytes(raw)
     if len(b) != 8:
         raise LunFormatError("LUN length", len(b), "must be 8 bytes")
-    if any(b[2:]):
-        raise LunFormatError("LUN", int.from_bytes(b, "big"), "multi-level LUN")
-    method = b[0] >> 6
-    if method == 0:
-        if b[0] & 0x3F:
-            raise LunFormatError("LUN", int.from_bytes(b, "big"), "peripheral bus id not 0")
-        return b[1]
-    if method == 1:
-        return ((b[0] & 0x3F) << 8) | b[1]
-    raise LunFormatError("LUN", int.from_bytes(b, "big"), f"addressing method {method}")
+    return lun_from_sam(b)
 
 
 def decode_report_luns(data: BytesLike) -> list[bytes]:
@@ -78,7 +66,7 @@ def report_luns_length(data: BytesLike) -> int:
 
 
 def decode_report_luns_numbers(data: BytesLike) -> list[int]:
-    """REPORT LUNS as LUN numbers (single-level LUNs only; others raise)."""
+    """REPORT LUNS as integer LUNs."""
     return [decode_lun(raw) for raw in decode_report_luns(data)]
 
 

@@ -88,19 +88,22 @@ def test_vpd_83_designators() -> None:
 
 
 def test_lun_encoding_both_ways() -> None:
+    # One convention (firmware_tables.lun, as Linux and libiscsi): the integer's low 16
+    # bits are the first level as sent, so a flat-space LUN 300 (41 2C) is 0x412C.
     assert encode_lun(0) == bytes(8)
     assert encode_lun(5) == hx("00 05 00 00 00 00 00 00")
-    assert encode_lun(300) == hx("41 2c 00 00 00 00 00 00")
+    assert encode_lun(300) == hx("01 2c 00 00 00 00 00 00")
+    assert decode_lun(hx("41 2c 00 00 00 00 00 00")) == 0x412C
+    assert encode_lun(0x412C) == hx("41 2c 00 00 00 00 00 00")
     assert lun_field(1) == 0x0001000000000000
-    for n in (0, 1, 255, 256, 1000, 16383):
+    for n in (0, 1, 255, 256, 1000, 16383, 0x412C, 0x0002_0001):
         assert decode_lun(encode_lun(n)) == n
         assert decode_lun(lun_field(n)) == n
+    assert decode_lun(hx("00 01 00 02 00 00 00 00")) == 0x0002_0001  # multi-level
     with pytest.raises(LunFormatError):
-        encode_lun(16384)
-    with pytest.raises(LunFormatError, match="multi-level"):
-        decode_lun(hx("00 01 00 02 00 00 00 00"))
-    with pytest.raises(LunFormatError, match="addressing method"):
-        decode_lun(hx("80 01 00 00 00 00 00 00"))
+        encode_lun(1 << 64)
+    with pytest.raises(LunFormatError, match="8 bytes"):
+        decode_lun(hx("00 01"))
 
 
 def test_report_luns() -> None:
