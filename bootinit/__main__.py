@@ -1,0 +1,5 @@
+"""``python -m bootinit``."""
+
+from bootinit.cli import run
+
+run()
