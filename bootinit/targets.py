@@ -462,6 +462,15 @@ class Tgtd:
         return self._proc is not None and self._proc.alive()
 
     @property
+    def popen(self) -> subprocess.Popen[bytes] | None:
+        """The ``Popen`` of the running tgtd (to reap it), or None."""
+        return self._proc.proc if self._proc is not None else None
+
+    def forget(self) -> None:
+        """Drop the handle on the tgtd process (someone else stops it by PID)."""
+        self._proc = None
+
+    @property
     def targets(self) -> dict[int, TgtTarget]:
         """The recorded configuration, by tid."""
         return dict(self._targets)
@@ -491,6 +500,9 @@ class Tgtd:
         if is_listening(self.netns, self.address, self.port):
             raise TargetStartError(
                 f"{_portal(self.address, self.port)} is already in use in {self.netns}")
+        if len(f"{self.ipc_socket}.{self.control_port}") > 107:
+            raise TargetConfigError(f"tgtd control socket path {self.ipc_socket} is too long "
+                                    f"for a UNIX socket; use a shorter state_dir")
         for stale in (Path(f"{self.ipc_socket}.{self.control_port}"),
                       Path(f"{self.ipc_socket}.{self.control_port}.lock")):
             with contextlib.suppress(FileNotFoundError):
