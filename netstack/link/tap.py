@@ -23,7 +23,8 @@ pytap2 quirks handled here:
 
 Kernel facts (Linux 6.x): a TAP's maximum MTU is 65521; writing to a TAP whose
 kernel side is down fails with EIO; writes shorter than 14 bytes fail with EINVAL;
-after the device vanished (its namespace was deleted) read/write fail with EBADFD.
+after the device vanished (its namespace was deleted) read/write fail with EBADFD; a
+frame longer than the read buffer is silently truncated (hence the +1 in ``recv``).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class TapLink:
         self._frame_max = self.mtu + ETH_HLEN
         self._c: dict[str, int] = {
             "rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
-            "tx_drop_full": 0, "tx_drop_link_down": 0,
+            "tx_drop_full": 0, "tx_drop_link_down": 0, "rx_drop_oversize": 0,
         }
         if peer_ip is not None and netns is None:
             raise LinkError(f"peer address {peer_ip}: needs a namespace for the kernel side "
@@ -230,17 +231,26 @@ class TapLink:
         c["tx_bytes"] += n
 
     def recv(self) -> bytes | None:
-        """Read one frame (at most mtu + 14 bytes), or None when none is waiting."""
-        try:
-            frame = os.read(self._fd, self._frame_max)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as e:
-            raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+        """Read one frame (at most mtu + 14 bytes), or None when none is waiting.
+
+        The kernel silently truncates a frame longer than the read buffer, so one byte
+        more is asked for: a frame that fills it was larger than mtu + 14 (the kernel
+        side's MTU was raised behind our back) and is dropped (``rx_drop_oversize``).
+        """
+        limit = self._frame_max
         c = self._c
-        c["rx_frames"] += 1
-        c["rx_bytes"] += len(frame)
-        return frame
+        while True:
+            try:
+                frame = os.read(self._fd, limit + 1)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+            if len(frame) <= limit:
+                c["rx_frames"] += 1
+                c["rx_bytes"] += len(frame)
+                return frame
+            c["rx_drop_oversize"] += 1
 
     def next_deadline(self) -> float | None:
         """A TAP has no timers."""

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -283,3 +284,38 @@ def test_make_topology_fixture(make_topology: Callable[..., Topology]) -> None:
 def test_topo_fixture(topo: Topology) -> None:
     assert topo.tap is not None
     arp_roundtrip(topo, topo.tap)
+
+
+def test_oversized_frame_from_the_kernel_is_dropped_not_truncated() -> None:
+    with topology() as topo:
+        assert topo.tap is not None
+        topo.add_neighbor()
+        topo.run(["ip", "link", "set", topo.tap.name, "mtu", "9000"])  # behind our back
+        for size in (3000, 1000):  # one oversized echo request, then one that fits
+            topo.run(["ping", "-c", "1", "-W", "0.2", "-s", str(size), "-M", "do",
+                      str(topo.our_ip.ip)], check=False)
+        got = collect(topo.tap, lambda f: f[12:14] == b"\x08\x00", what="the small ping")
+        assert len(got[0]) == 14 + 20 + 8 + 1000
+        c = topo.tap.counters()
+        assert c["rx_drop_oversize"] == 1 and c["rx_frames"] == 1
+
+
+def test_namespace_deleted_under_an_open_tap_is_a_link_error() -> None:
+    ns = nsh.unique_name("bt")
+    nsh.create(ns)
+    try:
+        tap = TapLink(netns=ns, peer_ip="10.81.0.1/24")
+    finally:
+        nsh.delete(ns)
+    try:
+        # The kernel dismantles a deleted namespace asynchronously: wait (bounded).
+        deadline = time.monotonic() + 10
+        with pytest.raises(LinkError, match="read failed"):
+            while time.monotonic() < deadline:
+                tap.recv()
+                time.sleep(0.01)
+        with pytest.raises(LinkError, match="write failed"):
+            tap.send(b"\xff" * 60)
+    finally:
+        tap.close()
+    assert tap.name not in root_links()
