@@ -71,6 +71,11 @@ class Result:
         return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
 
     @property
+    def mbytes_per_s(self) -> float:
+        """Same as :attr:`mbps` (the name bench/tcp_bulk.py uses)."""
+        return self.mbps
+
+    @property
     def fps(self) -> float:
         """Frames per second."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -103,6 +108,17 @@ def _echo_frame(topo: Topology, size: int) -> bytes:
 def _tap_tx_dropped(topo: Topology, tap: TapLink) -> int:
     out = topo.run(["ip", "-j", "-s", "link", "show", "dev", tap.name]).stdout
     return int(json.loads(out)[0]["stats64"]["tx"]["dropped"])
+
+
+def _drain(tap: TapLink, quiet: float = 0.05) -> int:
+    """Read and discard frames until none arrived for ``quiet`` seconds (bounded: 2 s)."""
+    n = 0
+    end = time.monotonic() + 2.0
+    fd = tap.fileno()
+    while time.monotonic() < end and select.select([fd], [], [], quiet)[0]:
+        while tap.recv() is not None:
+            n += 1
+    return n
 
 
 def measure_tx(topo: Topology, tap: TapLink, duration: float) -> Result:
@@ -152,6 +168,7 @@ def measure_rx(topo: Topology, tap: TapLink, duration: float, senders: int) -> R
     for p in procs:
         p.stop()
     dropped = _tap_tx_dropped(topo, tap) - drops0
+    _drain(tap)  # leave the TAP empty for whoever uses this topology next
     return Result("rx", tap.mtu, elapsed, frames, nbytes, dropped)
 
 
@@ -176,6 +193,7 @@ def measure_echo(topo: Topology, tap: TapLink, duration: float, window: int) -> 
                 replies += 1
                 send(req)
     elapsed = time.monotonic() - start
+    _drain(tap)  # the replies still in flight
     frames = replies * 2
     return Result("echo", tap.mtu, elapsed, frames, frames * len(req), 0)
 
