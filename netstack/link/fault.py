@@ -259,7 +259,14 @@ class FaultLink:
         return ready.popleft()
 
     def next_deadline(self) -> float | None:
-        """Earliest of the inner link's, the delay queues' and the reorder holds'."""
+        """Earliest of the inner link's, the delay queues' and the reorder holds'.
+
+        While released frames wait for ``recv()`` it is 0.0 (due at once): those frames
+        do not make the descriptor readable, so a reader that stopped early (a bounded
+        batch) is called again through the loop's deadline path.
+        """
+        if self._rx_ready:
+            return 0.0
         ds = [d for d in (self.inner.next_deadline(), self._tx.next_deadline(),
                           self._rx.next_deadline()) if d is not None]
         return min(ds) if ds else None

@@ -262,3 +262,19 @@ def test_send_checks_size_and_close_closes_inner() -> None:
         w.a.fileno()
     assert fl.next_deadline() is None
     w.close()
+
+
+def test_unread_released_frames_make_the_link_due_at_once() -> None:
+    clock = Clock()
+    with WirePair() as w:
+        fl = FaultLink(w.a, delay_ms=1, clock=clock)
+        for f in numbered(3):
+            w.b.send(f)
+        assert fl.recv() is None
+        fl.poll(0.001)
+        assert fl.pending_rx() == 3
+        assert fl.next_deadline() == 0.0  # a bounded reader stopped early: call again
+        assert fl.recv() is not None
+        assert fl.next_deadline() == 0.0
+        drain(fl)
+        assert fl.next_deadline() is None

@@ -344,3 +344,21 @@ def test_real_fault_delay_released_by_deadline() -> None:
         assert got[0][1] == b"\x01" * 60
         assert got[0][0] - t0 >= 0.029
         assert fl.fault_counters()["rx_delayed"] == 1
+
+
+def test_bounded_reader_on_a_fault_link_is_called_again() -> None:
+    """A reader that takes one frame per call still gets every released frame."""
+    with Loop() as loop, WirePair() as w:
+        fl = FaultLink(w.b, delay_ms=5, clock=loop.time)
+        got: list[bytes] = []
+
+        def one() -> None:
+            f = fl.recv()
+            if f is not None:
+                got.append(f)
+
+        loop.add_link(fl, one)
+        for i in range(5):
+            w.a.send(bytes([i]) * 60)
+        loop.run_until(lambda: len(got) == 5, timeout=2.0, what="5 frames, one per call")
+        assert got == [bytes([i]) * 60 for i in range(5)]
