@@ -393,9 +393,10 @@ def shutdown_tgtd(pid: int, ipc_socket: Path, control_port: int, netns: str | No
                            ["--lld", "iscsi", "--op", "delete", "--force", "--mode", "target",
                             "--tid", str(tid)], netns)
             run_tgtadm(ipc_socket, control_port, ["--op", "delete", "--mode", "system"], netns)
+            asked = True
         except TargetError:
-            pass  # wedged or half-started: SIGKILL below
-        if not wait_pid_gone(pid, timeout, proc):
+            asked = False  # wedged, half-started or socket gone: SIGKILL now
+        if not asked or not wait_pid_gone(pid, timeout, proc):
             kill_pid(pid, proc)
     for path in (Path(f"{ipc_socket}.{control_port}"), Path(f"{ipc_socket}.{control_port}.lock")):
         with contextlib.suppress(FileNotFoundError):
