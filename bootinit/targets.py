@@ -14,9 +14,17 @@ tgtd (``Tgtd``)
     whole configuration is applied, so "the port listens" means "the target is ready"
     (also after ``restart()``).
 
+    CHAP: MD5 (CHAP_A=5) and SHA1 (7); one outgoing (mutual) account per target.
+    Digests: ``HeaderDigest``/``DataDigest`` take ``None``, ``CRC32C`` or a list.
+    MaxConnections can be set above 1 and a second connection's login succeeds, but
+    that connection never completes a command: treat MC/S as unsupported by tgtd.
+
 istgt (``Istgt``)
     Configured by a generated ``istgt.conf``/``auth.conf`` in a private directory, run
-    with ``-D`` (no detach); SIGTERM works (it takes about 2 s).
+    with ``-D`` (no detach); SIGTERM works (it takes about 2 s). It needs a
+    ``[UnitControl]`` section (its portal is put on the namespace's 127.0.0.1). MC/S
+    works (MaxConnections 4). It advances ExpCmdSN on an *immediate* Text request, so
+    libiscsi's ``iscsi-ls`` prints the listing and then hangs at the discovery logout.
 
 LUN backing files are given as paths, or as sizes (``"64M"``, ``"3T"``, ``1 << 30``) for
 which sparse files are created in ``lun_dir`` (pass ``/dev/shm`` to keep them in RAM).
