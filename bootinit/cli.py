@@ -34,21 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    from bootinit import lab
     from firmware_tables import cli as ibft_cli
 
     ibft_cli.add_parser(sub)
-    try:
-        from bootinit import commands
-    except ImportError:  # pragma: no cover - during bootstrap only
-        commands = None  # type: ignore[assignment]
-    if commands is not None:
-        commands.add_parsers(sub, common)
-    try:
-        from bootinit import lab
-    except ImportError:  # pragma: no cover
-        lab = None  # type: ignore[assignment]
-    if lab is not None and hasattr(lab, "add_lab_parser"):
-        lab.add_lab_parser(sub)
+    lab.add_lab_parser(sub)
     for action in sub.choices.values():
         # let every subcommand take the common options too
         for a in common._actions:
