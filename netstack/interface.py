@@ -1,0 +1,275 @@
+"""One network interface: Ethernet + ARP + IPv4 + ICMP, pure (docs/interfaces.md).
+
+The :class:`Interface` is a sans-IO state machine, in the manner of lwIP's ``netif`` in
+NO_SYS mode: frames come in through :meth:`Interface.receive_frame`, frames to write are
+drained with :meth:`Interface.frames_to_send`, time comes in as ``now`` and timers are
+driven by :meth:`Interface.next_deadline` / :meth:`Interface.on_deadline` (they cover
+ARP, reassembly and the attached transport's timers, so the glue asks only the
+interface).
+
+Receive: Ethernet filter (:mod:`netstack.ethernet`) → ARP (:mod:`netstack.arp`) or IPv4
+(:mod:`netstack.ipv4`, with reassembly) → protocol 6 to the transport's ``receive``,
+protocol 1 to ICMP (:mod:`netstack.icmp`, echo answered here), others counted as
+``ip.unknown_protocol``. Bad input never raises: each layer counts the reason and drops
+the frame; an unexpected exception (a bug, possibly in the transport) is counted as
+``eth.internal_errors`` and kept in :attr:`Interface.last_error`, and re-raised only when
+the configuration says ``strict`` (tests do).
+
+Send: :meth:`Interface.frames_to_send` first runs the transport's ``output(now)``; each
+segment is wrapped in IPv4 (DF, TTL 64, next identification) and Ethernet towards the
+next hop (on-link destination or the gateway, RFC 1122 §3.3.1.1); a next hop not in the
+ARP cache gets its packets queued (bounded) while ARP resolves it. Datagrams larger than
+the MTU are fragmented when DF is clear (ICMP echo replies), dropped and counted
+(``ip.too_big``) when it is set. Everything queued — ARP requests and replies, echo
+replies, released and new data — is returned in order.
+
+The received ``segment`` handed to the transport is a memoryview into the frame passed
+to :meth:`receive_frame` (or into a reassembled datagram); a transport that keeps data
+beyond the call must copy it if the caller may reuse the frame buffer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from netstack.arp import ArpConfig, ArpLayer
+from netstack.counters import Counters
+from netstack.ethernet import (
+    BROADCAST,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    EthernetLayer,
+    parse_mac,
+)
+from netstack.icmp import ECHO_REQUEST, IcmpLayer, build_echo
+from netstack.ipv4 import (
+    IPV4_HLEN,
+    LIMITED_BROADCAST,
+    MAX_PAYLOAD,
+    PROTO_ICMP,
+    PROTO_TCP,
+    Ipv4Layer,
+    ReassemblyConfig,
+)
+from netstack.link.base import BytesLike
+
+__all__ = ["Interface", "InterfaceConfig", "TransportLayer"]
+
+
+class TransportLayer(Protocol):
+    """What the interface calls on its transport (``netstack.tcp.layer.TcpLayer``)."""
+
+    def receive(self, src: bytes, dst: bytes, segment: memoryview, now: float) -> None:
+        """One segment for us: source and destination IPv4 addresses (4 bytes each)."""
+        ...
+
+    def output(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Segments to send: ``(dst ip (4 bytes), whole segment with its checksum)``."""
+        ...
+
+    def next_deadline(self) -> float | None:
+        """The transport's earliest timer."""
+        ...
+
+    def on_deadline(self, now: float) -> None:
+        """Fire the transport's due timers."""
+        ...
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    """Addresses and tunables of one interface."""
+
+    mac: bytes
+    ip: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None = None
+    #: IP MTU: the largest Ethernet payload (frames are at most mtu + 14 bytes).
+    mtu: int = 1500
+    #: Permanent neighbours: IPv4 address -> MAC (never expire, never overwritten).
+    static_neighbours: dict[ipaddress.IPv4Address, bytes] = field(default_factory=dict)
+    arp: ArpConfig = field(default_factory=ArpConfig)
+    reassembly: ReassemblyConfig = field(default_factory=ReassemblyConfig)
+    #: 802.1Q VID to send and accept (None: untagged; VID-0 priority tags are accepted).
+    vlan: int | None = None
+    #: First IPv4 identification is ``ip_ident + 1``.
+    ip_ident: int = 0
+    #: Re-raise unexpected exceptions from receive_frame (for tests) instead of counting.
+    strict: bool = False
+
+
+class Interface:
+    """Ethernet/ARP/IPv4/ICMP of one link, with a pluggable transport (TCP)."""
+
+    def __init__(self, config: InterfaceConfig, counters: Counters | None = None,
+                 tcp: TransportLayer | None = None) -> None:
+        mac = parse_mac(config.mac)
+        if mac[0] & 1:
+            raise ValueError("the interface MAC must be a unicast address")
+        if config.mtu < 68:
+            raise ValueError("an IPv4 MTU is at least 68 bytes (RFC 791 §3.2)")
+        self.config = config
+        self.counters = counters if counters is not None else Counters()
+        self.mac = mac
+        self.ip = config.ip.ip.packed
+        self.mtu = config.mtu
+        self.tcp: TransportLayer | None = tcp
+        self.last_error: BaseException | None = None
+        self._out: list[bytes] = []
+        self._c_eth = self.counters.layer("eth")
+        self._c_ip = self.counters.layer("ip")
+        self.eth = EthernetLayer(mac, self._c_eth, vlan=config.vlan)
+        self.ipv4 = Ipv4Layer(config.ip, config.gateway, config.mtu, self._c_ip,
+                              config.reassembly, ident=config.ip_ident)
+        static = {ipaddress.IPv4Address(k).packed: parse_mac(v)
+                  for k, v in config.static_neighbours.items()}
+        self.arp = ArpLayer(self.eth, self.ip, self.counters.layer("arp"), self._out,
+                            config.arp, static)
+        self.icmp = IcmpLayer(self.counters.layer("icmp"))
+        self._bcast_hdr = self.eth.header(BROADCAST, ETHERTYPE_IPV4)
+        self._route_dst = b""
+        self._route_nh: bytes | None = None
+
+    @property
+    def mss(self) -> int:
+        """The TCP MSS this MTU allows (RFC 9293 §3.7.1: MTU - 40)."""
+        return self.mtu - 40
+
+    def attach_tcp(self, tcp: TransportLayer) -> None:
+        """Bind the transport that receives protocol 6 and whose output is sent."""
+        self.tcp = tcp
+
+    def start(self, now: float) -> None:
+        """Queue the gratuitous ARP announcements (RFC 5227 §2.3)."""
+        self.arp.start(now)
+
+    # ---------------------------------------------------------------- receive
+    def receive_frame(self, frame: BytesLike, now: float) -> None:
+        """Handle one received Ethernet frame; never raises on bad input."""
+        try:
+            mv = frame if isinstance(frame, memoryview) else memoryview(frame)
+            ethertype, off, group = self.eth.accept(mv)
+            if ethertype == ETHERTYPE_IPV4:
+                self._receive_ipv4(mv[off:], group, now)
+            elif ethertype == ETHERTYPE_ARP:
+                self.arp.receive(mv[off:], now)
+            elif ethertype >= 0:
+                self._c_eth["unknown_ethertype"] += 1
+        except Exception as exc:
+            self._c_eth["internal_errors"] += 1
+            self.last_error = exc
+            if self.config.strict:
+                raise
+
+    def _receive_ipv4(self, pkt: memoryview, link_broadcast: bool, now: float) -> None:
+        r = self.ipv4.receive(pkt, link_broadcast, now)
+        if r is None:
+            return
+        proto, src, dst, payload, bcast = r
+        if proto == PROTO_TCP:
+            tcp = self.tcp
+            if bcast:
+                self._c_ip["broadcast_tcp"] += 1  # RFC 1122 §4.2.3.10
+            elif tcp is None:
+                self._c_ip["no_transport"] += 1
+            else:
+                tcp.receive(src, dst, payload, now)
+        elif proto == PROTO_ICMP:
+            reply = self.icmp.receive(src, payload, bcast, now)
+            if reply is not None:
+                self.send_ip(src, PROTO_ICMP, reply, now, df=False)
+        else:
+            self._c_ip["unknown_protocol"] += 1
+
+    # ------------------------------------------------------------------- send
+    def send_ip(self, dst: bytes, proto: int, payload: BytesLike, now: float,
+                df: bool = True) -> None:
+        """Send one datagram from our address: route, header, fragment if needed and
+        allowed, resolve the next hop (queueing while ARP works). Failures are counted."""
+        c = self._c_ip
+        if dst == self._route_dst:
+            nh = self._route_nh
+        else:
+            nh = self.ipv4.route(dst)
+            self._route_dst = dst
+            self._route_nh = nh
+        if nh is None:
+            c["no_route"] += 1
+            return
+        n = len(payload)
+        packets: list[bytes] | None = None
+        hdr = b""
+        if n + IPV4_HLEN > self.mtu:
+            if df or n > MAX_PAYLOAD:
+                c["too_big"] += 1
+                return
+            packets = self.ipv4.fragment(dst, proto, payload)
+        else:
+            hdr = self.ipv4.header(dst, proto, n, df)
+        if nh == LIMITED_BROADCAST:
+            eh: bytes | None = self._bcast_hdr
+        else:
+            eh = self.arp.header_for(nh, now)
+        if packets is None:
+            c["out"] += 1
+            if eh is not None:
+                self._out.append(b"".join((eh, hdr, payload)))
+            else:
+                self.arp.enqueue(nh, b"".join((hdr, payload)), now)
+            return
+        c["out"] += len(packets)
+        if eh is not None:
+            self._out.extend([eh + p for p in packets])
+        else:
+            for p in packets:
+                self.arp.enqueue(nh, p, now)
+
+    def ping(self, dst: ipaddress.IPv4Address | bytes, ident: int, seq: int,
+             data: bytes, now: float) -> None:
+        """Send an ICMP Echo Request (replies land in ``icmp.echo_replies``)."""
+        dst_b = dst if isinstance(dst, bytes) else dst.packed
+        self.icmp.count_request()
+        self.send_ip(dst_b, PROTO_ICMP, build_echo(ECHO_REQUEST, ident, seq, data), now,
+                     df=False)
+
+    def frames_to_send(self, now: float) -> list[bytes]:
+        """Run the transport's output, then drain every frame ready to be written."""
+        tcp = self.tcp
+        if tcp is not None:
+            send = self.send_ip
+            for dst, seg in tcp.output(now):
+                send(dst, PROTO_TCP, seg, now)
+        out = self._out
+        if not out:
+            return []
+        frames = out.copy()
+        out.clear()
+        c = self._c_eth
+        c["frames_out"] += len(frames)
+        c["bytes_out"] += sum(map(len, frames))
+        return frames
+
+    # ----------------------------------------------------------------- timers
+    def next_deadline(self) -> float | None:
+        """The earliest of ARP, reassembly and transport timers."""
+        best = self.arp.next_deadline()
+        t = self.ipv4.reassembler.next_deadline()
+        if t is not None and (best is None or t < best):
+            best = t
+        if self.tcp is not None:
+            t = self.tcp.next_deadline()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def on_deadline(self, now: float) -> None:
+        """Fire due timers (ARP retries and give-ups, reassembly timeouts, transport)."""
+        self.arp.on_deadline(now)
+        self.ipv4.reassembler.on_deadline(now)
+        if self.tcp is not None:
+            self.tcp.on_deadline(now)
+
+    def counters_dict(self) -> dict[str, dict[str, int]]:
+        """Every layer's counters (the transport's too when it shares the Counters)."""
+        return self.counters.as_dict()
