@@ -151,7 +151,15 @@ class Interface:
             mv = frame if isinstance(frame, memoryview) else memoryview(frame)
             ethertype, off, group = self.eth.accept(mv)
             if ethertype == ETHERTYPE_IPV4:
-                self._receive_ipv4(mv[off:], group, now)
+                r = self.ipv4.receive(mv[off:], group, now)
+                if r is None:
+                    return
+                proto, src, dst, payload, bcast = r
+                tcp = self.tcp
+                if proto == PROTO_TCP and tcp is not None and not bcast:
+                    tcp.receive(src, dst, payload, now)
+                else:
+                    self._deliver_other(proto, src, payload, bcast, now)
             elif ethertype == ETHERTYPE_ARP:
                 self.arp.receive(mv[off:], now)
             elif ethertype >= 0:
@@ -162,19 +170,14 @@ class Interface:
             if self.config.strict:
                 raise
 
-    def _receive_ipv4(self, pkt: memoryview, link_broadcast: bool, now: float) -> None:
-        r = self.ipv4.receive(pkt, link_broadcast, now)
-        if r is None:
-            return
-        proto, src, dst, payload, bcast = r
+    def _deliver_other(self, proto: int, src: bytes, payload: memoryview, bcast: bool,
+                       now: float) -> None:
+        """Everything but TCP to us: ICMP, TCP that cannot be delivered, the rest."""
         if proto == PROTO_TCP:
-            tcp = self.tcp
             if bcast:
                 self._c_ip["broadcast_tcp"] += 1  # RFC 1122 §4.2.3.10
-            elif tcp is None:
-                self._c_ip["no_transport"] += 1
             else:
-                tcp.receive(src, dst, payload, now)
+                self._c_ip["no_transport"] += 1
         elif proto == PROTO_ICMP:
             reply = self.icmp.receive(src, payload, bcast, now)
             if reply is not None:
