@@ -274,6 +274,7 @@ class Session:
         self._attempt_deadline = _INF
         self._backoff = Backoff(config.recovery, now, now + config.recovery.initial_deadline)
         self._in_recovery = False
+        self._unproven = False
         self._redirects = 0
         # one connection
         self._parser: PduParser | None = None
@@ -304,6 +305,7 @@ class Session:
         self._ping_itt: int | None = None
         self._ping_sent = 0.0
         self._stall_since: float | None = None
+        self._stall_pinged = False
         # LUN identity
         self._identities: dict[int, LunIdentity] = {}
         self._changed: dict[int, LunChangedError] = {}
@@ -546,7 +548,8 @@ class Session:
         if self._text_active is not None:
             d = min(d, self._text_active.deadline)
         if self._stall_since is not None:
-            d = min(d, self._stall_since + self._stall_limit() / 2)
+            half = self._stall_limit() / 2
+            d = min(d, self._stall_since + (2 * half if self._stall_pinged else half))
         if self._logout is not None:
             d = min(d, self._logout.deadline)
         return None if d == _INF else d
@@ -651,7 +654,11 @@ class Session:
             log.warning("connection to %s failed (%s); recovering", self._attempt_portal, err)
         self._attempt_portal = self.portal
         policy = self.config.recovery
-        self._backoff = Backoff(policy, now, now + policy.deadline)
+        if not self._unproven:
+            self._backoff = Backoff(policy, now, now + policy.deadline)
+        elif now >= self._backoff.deadline:
+            self._fail_session(SessionFailed("recovery gave up at its deadline", err), now)
+            return
         self._in_recovery = True
         if time2wait is None:
             time2wait = policy.wait_before_login(
@@ -741,6 +748,7 @@ class Session:
             if not self._window_open():
                 if self._stall_since is None:
                     self._stall_since = now
+                    self._stall_pinged = False
                 break
             self._send_task(queue.popleft(), now)
         if not queue or len(self._active) >= depth:
@@ -751,6 +759,7 @@ class Session:
                 self._send_text(self._texts.popleft(), now)
             elif self._stall_since is None:
                 self._stall_since = now
+                self._stall_pinged = False
         if plan is not None and not plan.sent:
             self._maybe_send_logout(now)
 
@@ -979,8 +988,10 @@ class Session:
             self.counters.inc("recovery", "succeeded")
             self._in_recovery = False
             log.info("session recovered (TSIH %d)", ok.tsih)
-        self._backoff = Backoff(self.config.recovery, now,
-                                now + self.config.recovery.deadline)
+        # The recovery deadline runs on until the new connection shows progress (a
+        # command completes, or a ping is answered with nothing queued): a target that
+        # accepts logins but never serves commands still ends in FAILED.
+        self._unproven = True
         if recovered and self._identities:
             self._start_verify(now)
         else:
@@ -1189,6 +1200,7 @@ class Session:
         task.error = error
         c = self.counters
         if error is None:
+            self._unproven = False
             c.inc("commands", "completed")
         else:
             c.inc("commands", "failed")
@@ -1254,6 +1266,8 @@ class Session:
         if pdu.itt != RESERVED_TAG:
             if pdu.itt == self._ping_itt:
                 self._ping_itt = None
+                if not self._pending and not self._active:
+                    self._unproven = False
                 self.counters.inc("nop", "pings_answered")
             else:
                 self.counters.inc("errors", "stale_pdus")
@@ -1455,8 +1469,10 @@ class Session:
                     "MaxCmdSN", self.max_cmdsn,
                     f"command window closed for {limit:g} s (ExpCmdSN {self.exp_cmdsn})"), now)
                 return
-            if now >= self._stall_since + limit / 2 and self._ping_itt is None:
-                self._send_ping(now)  # the NOP-In carries a fresh MaxCmdSN
+            if now >= self._stall_since + limit / 2 and not self._stall_pinged:
+                self._stall_pinged = True
+                if self._ping_itt is None:
+                    self._send_ping(now)  # the NOP-In carries a fresh MaxCmdSN
         plan = self._logout
         if plan is not None and now >= plan.deadline:
             if plan.sent:

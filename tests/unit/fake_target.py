@@ -139,6 +139,7 @@ class FakeTarget:
         self.tsih_next = 0x10
         self.connections = 0
         self.violations: list[str] = []
+        self.max_outstanding_seen = 0
         self.received: list[Pdu] = []
         self.commands: list[ScsiCommand] = []
         self.ua: set[int] = set()
@@ -223,10 +224,10 @@ class FakeTarget:
     def send(self, pdu: Pdu, *, advance: bool = True) -> None:
         """Send a PDU, filling StatSN/ExpCmdSN/MaxCmdSN (for tests injecting PDUs)."""
         if hasattr(pdu, "statsn"):
-            pdu.statsn = self._stat() if advance else self.statsn  # type: ignore[attr-defined]
+            setattr(pdu, "statsn", self._stat() if advance else self.statsn)  # noqa: B010
         if hasattr(pdu, "exp_cmdsn"):
-            pdu.exp_cmdsn = self.exp_cmdsn  # type: ignore[attr-defined]
-            pdu.max_cmdsn = self.max_cmdsn  # type: ignore[attr-defined]
+            setattr(pdu, "exp_cmdsn", self.exp_cmdsn)  # noqa: B010
+            setattr(pdu, "max_cmdsn", self.max_cmdsn)  # noqa: B010
         self._send(pdu)
 
     # -------------------------------------------------------------- dispatch
@@ -394,6 +395,7 @@ class FakeTarget:
                           buffer_offset=off, desired_length=n), advance=False)
             w.r2tsn += 1
             w.next_r2t_offset = off + n
+            self.max_outstanding_seen = max(self.max_outstanding_seen, len(w.outstanding))
         if w.received == exp and not w.outstanding:
             del self.writes[w.cmd.itt]
             self.execute(w.cmd, bytes(w.buf))
@@ -441,7 +443,7 @@ class FakeTarget:
         self._issue_r2ts(w)
 
     def _tmf(self, req: TaskMgmtRequest) -> None:
-        resp = TmfResponse.COMPLETE
+        resp: int = TmfResponse.COMPLETE
         if req.function == TmfFunction.ABORT_TASK:
             found = [c for c in self.held if c.itt == req.referenced_task_tag]
             if found:
