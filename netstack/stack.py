@@ -1,0 +1,228 @@
+"""The glue: one link, one interface (Ethernet/ARP/IPv4/ICMP), TCP, driven by the loop.
+
+This is the only place where the pure cores meet the loop. Per loop iteration:
+
+1. the link's fd is readable: every waiting frame is read (until the link says none)
+   and handed to :meth:`Interface.receive_frame` — one batch;
+2. deadlines of the interface (ARP, reassembly, TCP timers) fire when due;
+3. at the end of the iteration (an idle callback) the connections that have news are
+   called back, then every frame the batch produced is written out — so a batch of
+   received segments is acknowledged once, and sends made by callbacks are coalesced.
+
+:class:`Stream` is a small synchronous API over a connection (``sendall``,
+``recv_exact``), which just runs the loop until the work is done, the way libiscsi's
+synchronous calls wrap its asynchronous ones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from netstack.counters import Counters
+from netstack.interface import Interface, InterfaceConfig
+from netstack.link.base import Link
+from netstack.loop import Loop, LoopTimeout
+from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError
+from netstack.tcp.layer import TcpLayer
+
+#: Most frames handled per wake-up before output is flushed (keeps ACKs flowing).
+MAX_BATCH = 512
+
+
+@dataclass(slots=True)
+class StackConfig:
+    """What the stack needs besides the link."""
+
+    mac: bytes
+    ip: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None = None
+    tcp: TcpConfig | None = None
+
+
+class NetStack:
+    """A running TCP/IP stack on one link inside one loop."""
+
+    def __init__(self, loop: Loop, link: Link, config: StackConfig,
+                 counters: Counters | None = None) -> None:
+        self.loop = loop
+        self.link = link
+        self.config = config
+        self.counters = counters if counters is not None else Counters()
+        self.iface = Interface(InterfaceConfig(mac=config.mac, ip=config.ip,
+                                               gateway=config.gateway, mtu=link.mtu),
+                               counters=self.counters)
+        self.tcp = TcpLayer(config.ip.ip.packed, mss=link.mtu - 40,
+                            counters=self.counters)
+        self.iface.attach_tcp(self.tcp)
+        self.tcp_config = config.tcp or TcpConfig()
+        self._started = False
+        self._closed = False
+
+    # ----------------------------------------------------------------- life
+    def start(self) -> None:
+        """Register with the loop and announce ourselves (gratuitous ARP)."""
+        if self._started:
+            return
+        self._started = True
+        self.loop.add_link(self.link, self._on_readable)
+        self.loop.add_deadline_source(self)
+        self.loop.add_idle(self._flush)
+        self.iface.start(self.loop.time())
+        self._flush()
+
+    def close(self) -> None:
+        """Abort every connection, flush the RSTs, leave the loop (the link stays open)."""
+        if self._closed or not self._started:
+            return
+        now = self.loop.time()
+        for conn in self.tcp.connections():
+            if not conn.closed:
+                conn.abort(now)
+        self._flush()
+        self.loop.remove_idle(self._flush)
+        self.loop.remove_deadline_source(self)
+        self.loop.remove_link(self.link)
+        self._closed = True
+
+    def __enter__(self) -> NetStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- driving
+    def _on_readable(self) -> None:
+        link = self.link
+        iface = self.iface
+        now = self.loop.time()
+        for _ in range(MAX_BATCH):
+            frame = link.recv()
+            if frame is None:
+                break
+            iface.receive_frame(frame, now)
+
+    def next_deadline(self) -> float | None:
+        """For the loop: the interface's earliest deadline (ARP, IP, TCP)."""
+        return self.iface.next_deadline()
+
+    def on_deadline(self, now: float) -> None:
+        """For the loop: fire due timers."""
+        self.iface.on_deadline(now)
+
+    def _flush(self) -> None:
+        tcp = self.tcp
+        for _ in range(64):
+            notified = tcp.take_notified()
+            for conn in notified:
+                cb = conn.callback
+                if cb is not None:
+                    cb(conn)
+            frames = self.iface.frames_to_send(self.loop.time())
+            send = self.link.send
+            for f in frames:
+                send(f)
+            if not notified and not frames:
+                break
+
+    # ------------------------------------------------------------------ API
+    def connect(self, host: str | ipaddress.IPv4Address, port: int,
+                config: TcpConfig | None = None) -> TcpConnection:
+        """Start an active open; returns at once (see :meth:`open_stream` to wait)."""
+        addr = ipaddress.IPv4Address(host)
+        conn = self.tcp.connect(addr.packed, port, self.loop.time(),
+                                config=config or self.tcp_config)
+        return conn
+
+    def open_stream(self, host: str | ipaddress.IPv4Address, port: int,
+                    timeout: float = 20.0, config: TcpConfig | None = None) -> Stream:
+        """Connect and wait until established; raises :class:`TcpError` on failure."""
+        conn = self.connect(host, port, config)
+        stream = Stream(self, conn)
+        stream.wait_connected(timeout)
+        return stream
+
+    def counters_dict(self) -> dict[str, dict[str, int]]:
+        """Every layer's counters, the link's included."""
+        out = self.counters.as_dict()
+        out["link"] = dict(self.link.counters())
+        return out
+
+
+class Stream:
+    """Blocking helpers over one connection: each runs the loop until done or timeout."""
+
+    def __init__(self, stack: NetStack, conn: TcpConnection) -> None:
+        self.stack = stack
+        self.conn = conn
+        self.loop = stack.loop
+        self._user_cb: Callable[[TcpConnection], None] | None = None
+
+    def _check(self) -> None:
+        if self.conn.error is not None:
+            raise self.conn.error
+
+    def _run(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            self.loop.run_until(lambda: pred() or self.conn.error is not None, timeout, what)
+        except LoopTimeout as e:
+            raise TcpError("timeout", str(e)) from None
+        self._check()
+
+    def wait_connected(self, timeout: float) -> None:
+        """Wait for the handshake."""
+        self._run(lambda: self.conn.connected or self.conn.closed, timeout,
+                  f"connection to {self._peer()}")
+        if not self.conn.connected:
+            raise TcpError("closed", f"connection to {self._peer()} closed during handshake")
+
+    def sendall(self, data: bytes | bytearray | memoryview, timeout: float = 60.0) -> None:
+        """Queue all of ``data``, running the loop while the send buffer is full."""
+        view = memoryview(data)
+        pos = 0
+        conn = self.conn
+
+        def push() -> bool:
+            nonlocal pos
+            if pos < len(view):
+                pos += conn.send(view[pos:])
+            return pos >= len(view)
+
+        if not push():
+            self._run(push, timeout, f"sending {len(view)} bytes to {self._peer()}")
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait until everything sent is acknowledged."""
+        conn = self.conn
+        self._run(lambda: (conn.snd_una == conn.snd_max and conn.send_space() > 0) or
+                  conn.closed, timeout, f"acknowledgement from {self._peer()}")
+
+    def recv_exact(self, n: int, timeout: float = 60.0) -> bytes:
+        """Exactly ``n`` bytes; raises :class:`TcpError` on EOF first or timeout."""
+        conn = self.conn
+        self._run(lambda: conn.available() >= n or conn.eof, timeout,
+                  f"{n} bytes from {self._peer()}")
+        if conn.available() < n:
+            raise TcpError("eof", f"{self._peer()} closed after {conn.available()} of {n} bytes")
+        return conn.recv(n)
+
+    def recv_some(self, timeout: float = 60.0) -> bytes:
+        """Whatever is available (at least one byte), or b"" at EOF."""
+        conn = self.conn
+        self._run(lambda: conn.available() > 0 or conn.eof, timeout,
+                  f"data from {self._peer()}")
+        return conn.recv()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send FIN and wait until the peer acknowledged it (or the connection ended)."""
+        conn = self.conn
+        conn.close(self.loop.time())
+        self.stack._flush()
+        self._run(lambda: conn.closed or conn.state.name in ("FIN_WAIT_2", "TIME_WAIT")
+                  or (conn.state.name == "LAST_ACK" and conn.snd_una == conn.snd_max),
+                  timeout, f"close of {self._peer()}")
+
+    def _peer(self) -> str:
+        return f"{ipaddress.IPv4Address(self.conn.remote_ip)}:{self.conn.remote_port}"
