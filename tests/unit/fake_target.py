@@ -49,6 +49,7 @@ from bootinit.iscsi.pdu import (
 )
 from bootinit.iscsi.session import Session, SessionConfig
 from bootinit.iscsi.text import Portal
+from bootinit.scsi.lun import decode_lun, encode_lun
 
 TARGET_NAME = "iqn.2026-11.org.bootinit:fake"
 INITIATOR_NAME = "iqn.2026-11.org.bootinit:test"
@@ -466,7 +467,7 @@ class FakeTarget:
 
     def execute(self, cmd: ScsiCommand, wdata: bytes = b"") -> None:
         """Run a CDB against the LUN and answer."""
-        lun_no = (cmd.lun >> 48) & 0x3FFF
+        lun_no = decode_lun(cmd.lun)
         lun = self.luns.get(lun_no)
         op = cmd.cdb[0]
         if self.sense_hook is not None:
@@ -512,8 +513,7 @@ class FakeTarget:
         elif op in (0x35, 0x91):
             pass
         elif op == 0xA0:
-            body = b"".join(struct.pack(">HHI", k if k < 256 else 0x4000 | k, 0, 0)
-                            for k in sorted(self.luns))
+            body = b"".join(encode_lun(k) for k in sorted(self.luns))
             data = struct.pack(">II", len(body), 0) + body
         else:
             self._status(cmd, 0x02, fixed_sense(0x05, 0x20, 0x00))

@@ -1,0 +1,233 @@
+"""A block device over one LUN of an iSCSI session (SBC-3).
+
+Synchronous calls (``read``, ``readinto``, ``write``, ``flush``) run the loop until the
+I/O is done, as libiscsi's sync API does over its async one.  ``submit_read`` /
+``submit_write`` / ``submit_flush`` return an :class:`IoRequest` at once and call its
+callback from inside the loop, so a caller (a benchmark, the NBD server) can keep many
+commands in flight (the session's ``queue_depth`` and CmdSN window bound what is on
+the wire; the rest waits in its queue).
+
+Requests larger than ``max_transfer`` (default: the negotiated MaxBurstLength, at
+most 1 MiB) are split; READ/WRITE(10) or (16) are chosen per piece by LBA and length
+(LUNs over 2 TiB work).  On open the device runs TEST UNIT READY, READ CAPACITY(10)
+(falling back to 16), standard INQUIRY and records the LUN's VPD 0x80/0x83 identity,
+which the session checks again after every reconnect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bootinit.iscsi.errors import IscsiError
+from bootinit.iscsi.recovery import LunIdentity
+from bootinit.iscsi.task import ScsiRequest, Task
+from bootinit.scsi import cdb as scsi_cdb
+from bootinit.scsi.capacity import Capacity
+from bootinit.scsi.inquiry import StandardInquiry
+from bootinit.scsi.sense import ScsiError
+from netstack.link.base import BytesLike
+
+if TYPE_CHECKING:
+    from bootinit.initiator import IscsiSession
+
+DEFAULT_MAX_TRANSFER = 1 << 20
+
+
+class ShortTransfer(IscsiError):
+    """The target moved fewer bytes than asked although the status was GOOD."""
+
+
+IoCallback = Callable[["IoRequest"], None]
+
+
+class IoRequest:
+    """One block I/O, possibly split into several SCSI commands.
+
+    ``done`` once every part finished; ``error`` is the first failure (the other
+    parts still complete).  ``buffer`` holds read data.
+    """
+
+    __slots__ = ("_left", "buffer", "callback", "done", "error", "kind", "lba", "tasks")
+
+    def __init__(self, kind: str, lba: int, buffer: memoryview | None,
+                 callback: IoCallback | None) -> None:
+        self.kind = kind
+        self.lba = lba
+        self.buffer = buffer
+        self.callback = callback
+        self.tasks: list[Task] = []
+        self._left = 0
+        self.done = False
+        self.error: BaseException | None = None
+
+    def check(self) -> None:
+        """Raise the error of a failed request."""
+        if not self.done:
+            raise RuntimeError("I/O request not done")
+        if self.error is not None:
+            raise self.error
+
+    def _part_done(self, task: Task) -> None:
+        if self.error is None:
+            if task.error is not None:
+                self.error = task.error
+            elif task.result is not None and task.result.transferred != \
+                    task.request.expected_length and task.request.direction.value != "none":
+                self.error = ShortTransfer(
+                    f"{self.kind} at LBA {self.lba}: {task.result.transferred} of "
+                    f"{task.request.expected_length} bytes transferred")
+        self._left -= 1
+        if self._left == 0:
+            self.done = True
+            if self.callback is not None:
+                self.callback(self)
+
+
+class BlockDevice:
+    """A LUN as a block device (see module doc)."""
+
+    def __init__(self, session: IscsiSession, lun: int = 0, *,
+                 max_transfer: int | None = None, check_identity: bool = True) -> None:
+        self.session = session
+        self.lun = lun
+        self._open_ready()
+        self.inquiry: StandardInquiry = session.inquiry(lun)
+        if not self.inquiry.connected:
+            raise IscsiError(f"LUN {lun}: no logical unit connected "
+                             f"(peripheral qualifier {self.inquiry.qualifier})")
+        self.capacity_info: Capacity = session.read_capacity(lun)
+        self.identity: LunIdentity = LunIdentity()
+        if check_identity:
+            self.identity = session.lun_identity(lun)
+            session.session.register_lun_identity(lun, self.identity)
+        burst = session.params.max_burst_length
+        mt = max_transfer if max_transfer is not None else min(burst, DEFAULT_MAX_TRANSFER)
+        bs = self.block_size
+        self.max_transfer_blocks = max(1, mt // bs)
+
+    def _open_ready(self) -> None:
+        """TEST UNIT READY until GOOD (UNIT ATTENTION etc. are retried by the session)."""
+        res = self.session.test_unit_ready(self.lun)
+        if not res.good:
+            raise res.scsi_error(0x00)
+
+    # -------------------------------------------------------------- geometry
+
+    @property
+    def block_size(self) -> int:
+        """Logical block size in bytes."""
+        return self.capacity_info.block_size
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of logical blocks."""
+        return self.capacity_info.blocks
+
+    @property
+    def capacity(self) -> int:
+        """Size in bytes."""
+        return self.capacity_info.size_bytes
+
+    def _check(self, lba: int, blocks: int) -> None:
+        if lba < 0 or blocks < 0 or lba + blocks > self.num_blocks:
+            raise ValueError(f"blocks {lba}..{lba + blocks - 1} outside the LUN "
+                             f"(0..{self.num_blocks - 1})")
+
+    def _blocks_of(self, nbytes: int) -> int:
+        if nbytes % self.block_size:
+            raise ValueError(f"{nbytes} bytes is not a multiple of the block size "
+                             f"{self.block_size}")
+        return nbytes // self.block_size
+
+    # ----------------------------------------------------------------- async
+
+    def _start(self, req: IoRequest, parts: list[ScsiRequest]) -> IoRequest:
+        req._left = len(parts)
+        if not parts:
+            req.done = True
+            if req.callback is not None:
+                req.callback(req)
+            return req
+        for p in parts:
+            req.tasks.append(self.session.submit(p, req._part_done))
+        return req
+
+    def submit_read(self, lba: int, count: int, buf: bytearray | memoryview | None = None,
+                    callback: IoCallback | None = None) -> IoRequest:
+        """Read ``count`` blocks at ``lba`` into ``buf`` (allocated when None)."""
+        bs = self.block_size
+        self._check(lba, count)
+        if buf is None:
+            buf = bytearray(count * bs)
+        view = memoryview(buf).cast("B")
+        if len(view) < count * bs:
+            raise ValueError(f"buffer of {len(view)} bytes for {count} blocks of {bs}")
+        req = IoRequest("read", lba, view, callback)
+        parts = []
+        step = self.max_transfer_blocks
+        for off in range(0, count, step):
+            n = min(step, count - off)
+            parts.append(ScsiRequest(scsi_cdb.read_cdb(lba + off, n), lun=self.lun,
+                                     read_into=view[off * bs:(off + n) * bs]))
+        return self._start(req, parts)
+
+    def submit_write(self, lba: int, data: BytesLike,
+                     callback: IoCallback | None = None) -> IoRequest:
+        """Write ``data`` (a multiple of the block size) at ``lba``; keep it unchanged
+        until the request is done (it is sent from this buffer, not copied)."""
+        view = memoryview(data).cast("B")
+        bs = self.block_size
+        count = self._blocks_of(len(view))
+        self._check(lba, count)
+        req = IoRequest("write", lba, None, callback)
+        parts = []
+        step = self.max_transfer_blocks
+        for off in range(0, count, step):
+            n = min(step, count - off)
+            parts.append(ScsiRequest(scsi_cdb.write_cdb(lba + off, n), lun=self.lun,
+                                     write_data=view[off * bs:(off + n) * bs]))
+        return self._start(req, parts)
+
+    def submit_flush(self, callback: IoCallback | None = None) -> IoRequest:
+        """SYNCHRONIZE CACHE of the whole LUN (SBC-3 §5.22)."""
+        req = IoRequest("flush", 0, None, callback)
+        force16 = self.num_blocks > 0xFFFFFFFF
+        return self._start(req, [ScsiRequest(scsi_cdb.synchronize_cache(force16=force16),
+                                             lun=self.lun)])
+
+    def wait(self, *reqs: IoRequest) -> None:
+        """Run the loop until every request is done; raise the first error."""
+        self.session.wait(lambda: all(r.done for r in reqs), "block I/O")
+        for r in reqs:
+            r.check()
+
+    # ------------------------------------------------------------------ sync
+
+    def read(self, lba: int, count: int) -> bytes:
+        """Read ``count`` blocks at ``lba``."""
+        buf = bytearray(count * self.block_size)
+        self.wait(self.submit_read(lba, count, buf))
+        return bytes(buf)
+
+    def readinto(self, lba: int, buf: bytearray | memoryview) -> int:
+        """Fill ``buf`` (a multiple of the block size) from ``lba``; returns its length."""
+        n = self._blocks_of(memoryview(buf).nbytes)
+        self.wait(self.submit_read(lba, n, buf))
+        return n * self.block_size
+
+    def write(self, lba: int, data: BytesLike) -> None:
+        """Write ``data`` at ``lba``."""
+        self.wait(self.submit_write(lba, data))
+
+    def flush(self) -> None:
+        """SYNCHRONIZE CACHE."""
+        req = self.submit_flush()
+        self.session.wait(lambda: req.done, "SYNCHRONIZE CACHE")
+        if isinstance(req.error, ScsiError) and req.error.sense is not None and \
+                req.error.sense.key == 0x05:
+            return  # ILLEGAL REQUEST: no cache to synchronize
+        req.check()
+
+
+__all__ = ["BlockDevice", "IoCallback", "IoRequest", "ShortTransfer"]
