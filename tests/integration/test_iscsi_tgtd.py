@@ -12,6 +12,7 @@ the MB/s measured).
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -186,6 +187,10 @@ def test_header_and_data_digests(env: Env) -> None:
 # ------------------------------------------------------------------------- I/O
 
 
+def any_done(reqs: list[IoRequest]) -> bool:
+    return any(r.done for r in reqs)
+
+
 def run_random_io(dev: BlockDevice, total: int, qd: int, seed: int) -> tuple[float, float]:
     """Random-offset reads and writes (``total`` bytes each way), ``qd`` in flight,
     checked against a model; returns (write MB/s, read MB/s)."""
@@ -212,8 +217,7 @@ def run_random_io(dev: BlockDevice, total: int, qd: int, seed: int) -> tuple[flo
                     where[id(req)] = (lba, n)
                     inflight.append(req)
                 done_bytes += n
-            pending = inflight
-            dev.session.wait(lambda: any(r.done for r in pending), "I/O")
+            dev.session.wait(functools.partial(any_done, inflight), "I/O")
             still = []
             for r in inflight:
                 if not r.done:
