@@ -91,6 +91,11 @@ class IscsiConnection:
 
     def _connect(self, portal: Portal, now: float) -> None:
         s = self.session
+        if self.conn is not None:  # a leftover the session no longer uses
+            old, self.conn = self.conn, None
+            old.callback = None
+            if not old.closed:
+                old.abort(now)
         s.connection_started(now)
         self.connects += 1
         try:

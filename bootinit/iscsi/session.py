@@ -121,7 +121,7 @@ from bootinit.iscsi.task import (
 from bootinit.iscsi.text import DiscoveredTarget, Portal, SendTargets
 from bootinit.scsi import cdb as scsi_cdb
 from bootinit.scsi.lun import lun_field
-from bootinit.scsi.sense import SenseKey, Status
+from bootinit.scsi.sense import ScsiError, SenseKey, Status
 from netstack.link.base import BytesLike
 
 log = logging.getLogger("bootinit.iscsi.session")
@@ -1503,7 +1503,7 @@ class Session:
             for page in pages:
                 buf = bytearray(1024)
                 req = ScsiRequest(scsi_cdb.inquiry(page, len(buf)), lun=lun, read_into=buf,
-                                  internal=True, timeout=self.config.tmf_timeout)
+                                  internal=True)
                 t = Task(req, self._verify_done, now)
                 tasks.setdefault(lun, []).append((page, t, buf))
                 self._internal.append(t)
@@ -1523,6 +1523,14 @@ class Session:
         if v.left > 0:
             return
         now = self._now_hint
+        for lst in v.tasks.values():
+            for _page, t, _buf in lst:
+                if t.error is not None and not isinstance(t.error, ScsiError):
+                    # No answer (timeout, reject): we cannot tell; try another connection.
+                    self._verify = None
+                    self._fail_connection(ConnectionLost(
+                        f"LUN identity check failed: {t.error}"), now)
+                    return
         for lun, lst in v.tasks.items():
             pages: dict[int, bytes | None] = {0x80: None, 0x83: None}
             failure: str | None = None

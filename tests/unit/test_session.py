@@ -758,3 +758,27 @@ def test_send_targets_in_a_discovery_session() -> None:
     h.run_until(lambda: op.done)
     targets = op.check()
     assert targets[0].name.endswith(":fake") and targets[0].portals[0].port == 3260
+
+
+def test_unanswered_identity_check_retries_instead_of_refusing_the_lun() -> None:
+    t = FakeTarget()
+    h = Harness(t, command_timeout=5.0)
+    s = h.login()
+    _register_identity(h)
+    w = write(h, 0, pattern(BS))
+    h.run_until(lambda: w.done)
+    t.restart()
+    swallowed: list[ScsiCommand] = []
+
+    def swallow_first_inquiry(cmd: ScsiCommand) -> bool:
+        if cmd.cdb[0] == 0x12 and not swallowed:
+            swallowed.append(cmd)
+            return True
+        return False
+
+    t.command_hook = swallow_first_inquiry
+    h.run_until(lambda: s.ready and t.connections == 3, 120)
+    w2 = write(h, 0, pattern(BS, 1))
+    h.run_until(lambda: w2.done)
+    assert w2.error is None and swallowed
+    assert s.counters.get("recovery", "lun_changed") == 0
