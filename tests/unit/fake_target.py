@@ -156,6 +156,7 @@ class FakeTarget:
         self.tmf_response: int | None = None
         self.logout_time2wait = 0
         self.accepting = True
+        self.corrupt_data_digest = 0  # corrupt the data digest of that many Data-Ins
         self.sense_hook: Callable[[ScsiCommand], bytes | None] | None = None
         self._reset_connection()
 
@@ -209,7 +210,11 @@ class FakeTarget:
             self._dispatch(item)
 
     def _send(self, pdu: Pdu) -> None:
-        self.out += encode_bytes(pdu, header_digest=self.hd, data_digest=self.dd)
+        raw = encode_bytes(pdu, header_digest=self.hd, data_digest=self.dd)
+        if self.corrupt_data_digest and self.dd and isinstance(pdu, DataIn) and pdu.data:
+            self.corrupt_data_digest -= 1
+            raw = raw[:-1] + bytes((raw[-1] ^ 0xFF,))
+        self.out += raw
 
     def _stat(self) -> int:
         sn = self.statsn

@@ -782,3 +782,40 @@ def test_unanswered_identity_check_retries_instead_of_refusing_the_lun() -> None
     h.run_until(lambda: w2.done)
     assert w2.error is None and swallowed
     assert s.counters.get("recovery", "lun_changed") == 0
+
+
+def test_temporary_redirect_is_used_once() -> None:
+    t = FakeTarget()
+    h = Harness(t)
+    orig = t._login
+    redirects = [0]
+
+    def login(req):  # type: ignore[no-untyped-def]
+        if redirects[0] == 0 and h.connects[-1].port == 3260:
+            redirects[0] += 1
+            from bootinit.iscsi.keys import encode_text
+            from bootinit.iscsi.pdu import LoginResponse
+            t._send(LoginResponse(itt=req.itt, isid=req.isid, status_class=1, status_detail=1,
+                                  data=encode_text([("TargetAddress", "10.0.0.7:3262")])))
+            return
+        orig(req)
+
+    t._login = login  # type: ignore[method-assign]
+    s = h.login()
+    assert h.connects[-1] == Portal("10.0.0.7", 3262) and s.portal == Portal("10.0.0.1", 3260)
+    t.restart()
+    h.run_until(lambda: s.ready and t.connections == 3, 60)
+    assert h.connects[-1] == Portal("10.0.0.1", 3260)  # back to the original portal
+
+
+def test_data_digest_error_on_data_in_retries_the_read() -> None:
+    t = FakeTarget(settings=TargetSettings(data_digest=True))
+    h = Harness(t, operational=OperationalConfig(data_digest=("CRC32C",)))
+    s = h.login()
+    t.luns[0].write(0, pattern(16 * BS, 4))
+    t.corrupt_data_digest = 1
+    r = read(h, 0, 16)
+    h.run_until(lambda: r.done)
+    assert r.error is None and buf_of(r) == pattern(16 * BS, 4)
+    assert s.counters.get("errors", "data_digest") == 1
+    assert s.counters.get("commands", "retried_digest") == 1 and s.ready
