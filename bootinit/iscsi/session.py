@@ -751,6 +751,7 @@ class Session:
                     self._stall_pinged = False
                 break
             self._send_task(queue.popleft(), now)
+            self._stall_since = None  # progress: the stall clock restarts
         if not queue or len(self._active) >= depth:
             self._stall_since = None
         if (st is SessionState.FULL_FEATURE and self._texts and self._text_active is None

@@ -819,3 +819,21 @@ def test_data_digest_error_on_data_in_retries_the_read() -> None:
     assert r.error is None and buf_of(r) == pattern(16 * BS, 4)
     assert s.counters.get("errors", "data_digest") == 1
     assert s.counters.get("commands", "retried_digest") == 1 and s.ready
+
+
+def test_busy_window_under_long_load_is_not_a_stall() -> None:
+    t = FakeTarget(window=4)
+    h = Harness(t, queue_depth=16, command_timeout=10.0, nop_timeout=5.0)
+    s = h.login()
+    # 200 commands, each held for 1 s by the target: the window is full most of the time
+    tasks: list[Task] = [read(h, i % 64, 1) for i in range(200)]
+    t.hold = True
+    for _ in range(60):
+        h.advance(1.0)
+        t.release()
+        t.hold = True
+    t.hold = False
+    t.release()
+    h.run_until(lambda: done(*tasks), 60)
+    assert all(x.error is None for x in tasks)
+    assert s.counters.get("recovery", "started") == 0
