@@ -592,27 +592,29 @@ class Session:
         self._stall_since = None
         self._hd = self._dd = False
 
-    def _requeue_all(self) -> None:
-        """Put every unfinished task back in the queue for a new connection (§7.1.5)."""
+    def _requeue_all(self, replay: bool = True) -> None:
+        """Put every unfinished task back in the queue for a new connection (§7.1.5);
+        ``replay`` False when they are about to be failed instead."""
         active = sorted(self._active.values(), key=lambda t: t.cmdsn - self.cmdsn & MASK)
         self._active.clear()
-        replay: list[Task] = []
+        again: list[Task] = []
         limit = self.config.recovery.max_replays
         for t in active:
             self._mark_stale(t.itt)
             if t.request.internal:
                 continue
-            t.replays += 1
             t.state = TaskState.QUEUED
             t.reset_transfer()
-            self.counters.inc("commands", "replayed")
+            if replay:
+                t.replays += 1
+                self.counters.inc("commands", "replayed")
             if t.replays > limit:
                 self._finish(t, self._now_hint, error=SessionFailed(
                     f"command replayed {t.replays - 1} times after connection failures",
                     self.last_connection_error))
             else:
-                replay.append(t)
-        self._pending.extendleft(reversed(replay))
+                again.append(t)
+        self._pending.extendleft(reversed(again))
         self._internal.clear()
         self._verify = None
         if self._text_active is not None:
@@ -677,7 +679,7 @@ class Session:
             self._drop = "abort"
         self._transport = _T_NONE
         self._reset_connection()
-        self._requeue_all()
+        self._requeue_all(replay=False)
         self.state = SessionState.FAILED
         self._fail_everything(err, now)
 
@@ -686,7 +688,7 @@ class Session:
             self._drop = drop
         self._transport = _T_NONE
         self._reset_connection()
-        self._requeue_all()
+        self._requeue_all(replay=False)
         self.state = SessionState.CLOSED
         self._logout = None
         self._fail_everything(SessionClosed(why), now)
