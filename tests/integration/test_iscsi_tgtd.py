@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -348,3 +349,26 @@ def test_tgtd_killed_and_restarted_during_read(env: Env) -> None:
 
 def test_tgtd_killed_and_restarted_during_write(env: Env) -> None:
     _kill_restart_during(env, "write")
+
+
+def test_hung_target_is_noticed_by_nop_timeout(env: Env) -> None:
+    ini = env.initiator(nop_interval=1.0, nop_timeout=2.0, login_timeout=3.0)
+    dev = ini.open_block_device(env.url(DISK, 2), queue_depth=4)
+    data = os.urandom(4 * MiB)
+    dev.write(0, data)
+    pid = env.tgtd.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # alive at TCP level, silent at iSCSI level
+    try:
+        reqs = [dev.submit_read(i * 2048, 2048) for i in range(4)]
+        env.loop.run_for(4.0)
+        c = dev.session.counters()
+        assert c["nop"]["timeouts"] >= 1 and c["recovery"]["started"] >= 1
+        assert not any(r.done for r in reqs)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    dev.wait(*reqs)
+    got = b"".join(r.buffer.tobytes() for r in reqs if r.buffer is not None)
+    assert got == data
+    assert dev.session.counters()["recovery"]["succeeded"] >= 1
+    ini.logout()
