@@ -169,7 +169,10 @@ class TcpConnection:
         self._in_recovery = False
         self._recover = iss
         self._peer_sacked: list[tuple[int, int]] = []  # scoreboard: sorted sacked ranges
-        self._rtx_next = iss  # in recovery: next hole byte to retransmit
+        self._rtx_next = iss  # NewReno recovery without SACK: next byte to retransmit
+        self._loss_state = False  # SACK recovery after an RTO: every unSACKed byte is lost
+        self._rtx_at: dict[int, float] = {}  # SACK recovery: hole segment -> last resend
+        self._pipe_after = 0  # RFC 6675 pipe after the last hole pass
         self._retransmitted = False  # anything retransmitted since the last clean ACK
         self._last_activity = now
         self._keepalive_sent = 0
@@ -681,15 +684,22 @@ class TcpConnection:
         mss = self.mss
         if self._in_recovery:
             if sq.ge(ack, self._recover):
-                # Full ACK (RFC 6582 §3.2 step 3)
+                # Full ACK (RFC 6582 §3.2 step 3; RFC 6675 §5: recovery ends)
                 self._in_recovery = False
-                self.cwnd = min(self.ssthresh, max(self._flight(), mss) + mss)
+                self._rtx_at.clear()
+                if self._loss_state:
+                    self._loss_state = False  # after an RTO: slow start goes on
+                else:
+                    self.cwnd = min(self.ssthresh, max(self._flight(), mss) + mss)
                 self._dupacks = 0
+            elif self.sack_ok:
+                if self._loss_state and self.cwnd < self.ssthresh:
+                    self.cwnd += min(acked, mss)  # slow start while repairing (RFC 5681)
+                self._want_output()
             else:
                 # Partial ACK: retransmit the next hole, deflate (RFC 6582 §3.2 step 5)
                 self.cwnd = max(self.cwnd - acked + mss, mss)
-                if not self.sack_ok or sq.lt(self._rtx_next, ack):
-                    self._rtx_next = ack
+                self._rtx_next = ack
                 self._want_output()
         else:
             self._dupacks = 0
@@ -714,11 +724,16 @@ class TcpConnection:
         self._c["dupacks_in"] += 1
         mss = self.mss
         if self._in_recovery:
-            self.cwnd += mss  # inflate (RFC 5681 §3.2 step 4)
+            if not self.sack_ok:
+                self.cwnd += mss  # inflate (RFC 5681 §3.2 step 4); SACK uses pipe instead
+            self._want_output()
+        elif self._limited_transmit():
             self._want_output()
         elif (self._dupacks >= self._dupthresh() or (
-                self.sack_ok and self._sacked_bytes() > 3 * mss and self._dupacks >= 1)) and \
+                self.sack_ok and self._sacked_bytes() >= mss)) and \
                 sq.gt(self.snd_una, self._recover):
+            # With SACK one full segment SACKed above the hole is taken as loss: a LAN
+            # seldom reorders, and small flights would otherwise wait for the RTO.
             self._c["fast_retransmits"] += 1
             self.ssthresh = max(self._flight() // 2, 2 * mss)
             self.cwnd = self.ssthresh + 3 * mss
@@ -726,8 +741,15 @@ class TcpConnection:
             self._retransmitted = True
             self._in_recovery = True
             self._rtx_next = self.snd_una
+            self._rtx_at.clear()
+            if self.sack_ok:
+                self.cwnd = self.ssthresh  # RFC 6675 §5 step 4.2
             self._timers[_T_RTX] = now + self.rto
             self._want_output()
+
+    def _limited_transmit(self) -> bool:
+        """RFC 3042: the first two duplicate ACKs may each send one new segment."""
+        return not self._in_recovery and 0 < self._dupacks < 3
 
     def _dupthresh(self) -> int:
         """3, or fewer for a small flight with nothing new to send (RFC 5827 §3.1)."""
@@ -966,13 +988,21 @@ class TcpConnection:
         self.cwnd = self.mss
         self._backoff = min(self._backoff + 1, 16)
         self.rto = min(self._rto_base * (1 << self._backoff), self.config.max_rto)
-        self._in_recovery = False
         self._dupacks = 0
         self._recover = self.snd_max
         self._retransmitted = True
-        self._peer_sacked.clear()  # RFC 2018 §8: the receiver may renege
-        self.snd_nxt = self.snd_una  # go back N
         self._rtt_seq = None
+        self._rtx_at.clear()
+        if self.sack_ok:
+            # RFC 6675 §5.1: keep the scoreboard and resend only what is not SACKed; a
+            # second RTO in a row may mean the receiver reneged (RFC 2018 §8): forget it.
+            if self._backoff >= 2:
+                self._peer_sacked.clear()
+            self._in_recovery = True
+            self._loss_state = True
+        else:
+            self._in_recovery = False
+            self.snd_nxt = self.snd_una  # go back N
         self._timers[_T_RTX] = now + self.rto
         self._want_output()
 
@@ -1069,46 +1099,87 @@ class TcpConnection:
         self._c["retransmits"] += 1
         return 1
 
-    def _retransmit_holes(self, now: float, out: list[bytes]) -> int:
-        """In SACK recovery, resend unsacked bytes below the highest SACKed byte."""
-        if not self._peer_sacked:
-            if self._rtx_next == self.snd_una:
-                n = self._retransmit_one(self.snd_una, now, out)
-                self._rtx_next = sq.add(self.snd_una, self.mss)
-                return n
-            return 0
-        sent = 0
-        budget = max(self.cwnd - self._pipe(), self.mss)
-        pos = self._rtx_next if sq.ge(self._rtx_next, self.snd_una) else self.snd_una
-        for left, right in self._peer_sacked:
-            while sq.lt(pos, left) and budget > 0:
-                n = min(self.mss, sq.diff(left, pos))
-                off = sq.diff(pos, self.snd_una)
-                chunk = memoryview(self._sndbuf)[off:off + n]
-                if not chunk:
-                    break
-                out.append(self._segment(pos, self.rcv_nxt, ACK | PSH, chunk, now))
-                self._c["retransmits"] += 1
-                sent += 1
-                pos = sq.add(pos, len(chunk))
-                chunk.release()
-                budget -= n
-            if sq.lt(pos, right):
-                pos = right
-        self._rtx_next = pos
-        return sent
+    def _rtx_gate(self) -> float:
+        """How long a resent hole segment is given before it counts as lost again."""
+        if self.srtt is None:
+            return self.rto
+        return max(2 * self.srtt + 4 * self.rttvar, 0.004)
 
-    def _pipe(self) -> int:
-        return max(0, self._flight() - self._sacked_bytes())
+    def _retransmit_holes(self, now: float, out: list[bytes]) -> int:
+        """SACK loss recovery (RFC 6675 §5): resend lost bytes as the pipe allows.
+
+        Lost means not SACKed and below the highest SACKed byte (after an RTO: below
+        SND.MAX). A resent segment is not resent again for about two RTTs, so lost
+        retransmissions are found and resent without waiting for an RTO (as RACK does,
+        RFC 8985).
+        """
+        board = self._peer_sacked
+        una = self.snd_una
+        if self._loss_state:
+            limit = self.snd_max
+        elif board:
+            limit = board[-1][1]
+        else:
+            limit = sq.add(una, min(self.mss, self._flight()))
+        gate = now - self._rtx_gate()
+        mss = self.mss
+        rtx_at = self._rtx_at
+        holes: list[tuple[int, int]] = []  # [lo, hi) gaps between SACKed ranges
+        pos = una
+        for left, right in board:
+            if sq.ge(left, limit):
+                break
+            if sq.lt(pos, left):
+                holes.append((pos, left))
+            if sq.gt(right, pos):
+                pos = right
+        if sq.lt(pos, limit):
+            holes.append((pos, limit))
+        lost = sum(sq.diff(hi, lo) for lo, hi in holes)
+        for k in [k for k in rtx_at if sq.lt(k, una)]:
+            del rtx_at[k]  # acknowledged since
+        in_flight_rtx = mss * sum(1 for t in rtx_at.values() if t > gate)
+        pipe = max(0, self._flight() - self._sacked_bytes() - lost + in_flight_rtx)
+        budget = self.cwnd - pipe
+        sent = 0
+        for lo, hi in holes:
+            seg = lo
+            while sq.lt(seg, hi):
+                n = min(mss, sq.diff(hi, seg))
+                t_sent = rtx_at.get(seg)
+                if t_sent is None or t_sent <= gate:
+                    if budget <= 0 and (sent or pipe > 0):
+                        self._pipe_after = pipe
+                        return sent
+                    off = sq.diff(seg, una)
+                    chunk = memoryview(self._sndbuf)[off:off + n]
+                    if not chunk:
+                        if seg == self._fin_seq:  # our FIN is lost too
+                            out.append(self._segment(seg, self.rcv_nxt, ACK | FIN, b"", now))
+                            rtx_at[seg] = now
+                            self._c["retransmits"] += 1
+                            sent += 1
+                        break
+                    out.append(self._segment(seg, self.rcv_nxt, ACK | PSH, chunk, now))
+                    chunk.release()
+                    rtx_at[seg] = now
+                    self._c["retransmits"] += 1
+                    sent += 1
+                    budget -= n
+                    pipe += n
+                seg = sq.add(seg, n)
+        self._pipe_after = pipe
+        return sent
 
     def _send_new(self, now: float, out: list[bytes]) -> int:
         sent = 0
         mss = self.mss
         buf_len = len(self._sndbuf)
         if self._in_recovery and self.sack_ok:
-            usable_total = self.cwnd - self._pipe()
+            usable_total = self.cwnd - self._pipe_after
         else:  # BSD-style: the window less what is between SND.UNA and SND.NXT
-            usable_total = min(self.snd_wnd, self.cwnd) - sq.diff(self.snd_nxt, self.snd_una)
+            cwnd = self.cwnd + (self._dupacks * mss if self._limited_transmit() else 0)
+            usable_total = min(self.snd_wnd, cwnd) - sq.diff(self.snd_nxt, self.snd_una)
         while True:
             off = sq.diff(self.snd_nxt, self.snd_una)
             unsent = buf_len - off
