@@ -8,8 +8,12 @@ and exit non-zero; a Python traceback only with ``-v``.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
+
+from bootinit import commands, lab
+from firmware_tables import cli as ibft_cli
 
 #: Subcommand modules: each has ``add_parser(subparsers, common)``.
 Handler = Callable[[argparse.Namespace], int]
@@ -28,15 +32,13 @@ def common_options() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The whole parser tree."""
     common = common_options()
+    net = commands.net_options()
     parser = argparse.ArgumentParser(
-        prog="bootinit", parents=[common],
+        prog="bootinit", parents=[common, net],
         description="A boot-style iSCSI initiator with its own TCP/IP stack over TAP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    from bootinit import lab
-    from firmware_tables import cli as ibft_cli
-
+    commands.add_parsers(sub, common)
     ibft_cli.add_parser(sub)
     lab.add_lab_parser(sub)
     for action in sub.choices.values():
@@ -54,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0) or 0
     args.verbose = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.ERROR,
+        format="bootinit: %(name)s: %(message)s")
+    if not verbose:
+        logging.disable(logging.CRITICAL)  # failures are reported once, below
     if not hasattr(args, "json"):
         args.json = False
     func: Handler | None = getattr(args, "func", None)

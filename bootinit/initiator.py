@@ -226,6 +226,13 @@ class IscsiSession:
         self.wait(lambda: op.done, "SendTargets")
         return op.check()
 
+    def ping(self, timeout: float = 10.0) -> float:
+        """One NOP-Out/NOP-In round trip; returns its time in seconds."""
+        got: list[float] = []
+        self.session.ping(self.loop.time(), got.append)
+        self.wait(lambda: bool(got), "NOP-In answer to our ping", timeout)
+        return got[0]
+
     def counters(self) -> dict[str, dict[str, int]]:
         """The session's counters (PDUs, bytes, commands, latency, errors, recoveries)."""
         return self.session.counters.as_dict()

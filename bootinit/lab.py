@@ -127,6 +127,7 @@ class Lab:
                  control_port: int | None = None,
                  state_dir: str | os.PathLike[str] = RUN_DIR) -> None:
         self.name = _check_name(name) if name is not None else nsh.unique_name("bilab")
+        self._lun_path_list: list[Path] = []
         self.luns = [os.fspath(x) for x in luns]
         self.target_iqn = target_iqn
         try:
@@ -172,6 +173,11 @@ class Lab:
     def url_with_auth(self) -> str:
         """The URL of LUN 1 with ``user%secret@`` when CHAP is on (libiscsi's form)."""
         return format_url(str(self.address.ip), self.port, self.target_iqn, 1, self.chap)
+
+    @property
+    def lun_paths(self) -> list[Path]:
+        """Backing files of LUN 1, 2, ... (known in the process that ran ``up``)."""
+        return list(self._lun_path_list)
 
     @property
     def link_options(self) -> list[str]:
@@ -255,6 +261,7 @@ class Lab:
             luns = self._lun_files(created)
             state["luns"] = [{"lun": n, "path": str(lun.path)}
                              for n, lun in enumerate(luns, start=1)]
+            self._lun_path_list = [Path(lun.path) for lun in luns]
             self._write_state(state)
             tgtd = Tgtd(self.netns, self.control_port, (str(self.address.ip), self.port),
                         state_dir=self.directory)

@@ -304,6 +304,7 @@ class Session:
         self._last_rx = now
         self._ping_itt: int | None = None
         self._ping_sent = 0.0
+        self._user_pings: dict[int, tuple[float, Callable[[float], None]]] = {}
         self._stall_since: float | None = None
         self._stall_pinged = False
         # LUN identity
@@ -850,6 +851,17 @@ class Session:
         self._send(NopOut(immediate=True, itt=itt, ttt=RESERVED_TAG, cmdsn=self.cmdsn,
                           exp_statsn=self.exp_statsn))
 
+    def ping(self, now: float, callback: Callable[[float], None]) -> None:
+        """Send a NOP-Out ping now (RFC 7143 §11.18); ``callback(rtt_seconds)`` on the
+        NOP-In answer. Only in the full feature phase."""
+        if self.state is not SessionState.FULL_FEATURE:
+            raise SessionClosed(f"cannot ping: session is {self.state.name}")
+        itt = self._new_itt()
+        self._user_pings[itt] = (now, callback)
+        self.counters.inc("nop", "pings_sent")
+        self._send(NopOut(immediate=True, itt=itt, ttt=RESERVED_TAG, cmdsn=self.cmdsn,
+                          exp_statsn=self.exp_statsn))
+
     def _maybe_send_logout(self, now: float) -> None:
         plan = self._logout
         if plan is None or plan.sent:
@@ -1272,6 +1284,10 @@ class Session:
                 if not self._pending and not self._active:
                     self._unproven = False
                 self.counters.inc("nop", "pings_answered")
+            elif pdu.itt in self._user_pings:
+                sent, cb = self._user_pings.pop(pdu.itt)
+                self.counters.inc("nop", "pings_answered")
+                cb(now - sent)
             else:
                 self.counters.inc("errors", "stale_pdus")
 

@@ -1,0 +1,497 @@
+"""The iSCSI commands of the CLI: discover, ls, inquiry, readcap, read, write, ping.
+
+Shaped like libiscsi's tools (iscsi-ls, iscsi-inq, iscsi-readcapacity16) and iscsiadm.
+Every command brings up bootinit's own stack on a TAP (the link options), logs in over
+it, does its work and logs out. Targets are libiscsi/QEMU URLs
+``iscsi://[user[%secret]@]host[:port]/iqn/lun`` or iPXE root paths
+``iscsi:host:proto:port:lun:iqn`` (RFC 4173); ``discover`` and ``ls`` also take a plain
+``HOST[:PORT]``. CHAP secrets come from the URL, from ``--secret``, or from the
+environment (``BOOTINIT_CHAP_SECRET``, ``BOOTINIT_TARGET_SECRET``) so they stay out of
+``ps``; they never appear in output or errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from bootinit.initiator import Initiator, IscsiSession
+from bootinit.iscsi.chap import ChapCredentials, Secret
+from bootinit.scsi.inquiry import PeripheralType
+from firmware_tables import UriError
+from firmware_tables.target import TargetSpec
+from firmware_tables.uri import format_iscsi_url, parse_target
+from netstack.linkopts import LinkOptions, add_link_options, open_link
+from netstack.loop import Loop
+from netstack.stack import NetStack, StackConfig
+
+Handler = Callable[[argparse.Namespace], int]
+
+ENV_USER = "BOOTINIT_CHAP_USER"
+ENV_SECRET = "BOOTINIT_CHAP_SECRET"
+ENV_TARGET_USER = "BOOTINIT_TARGET_USER"
+ENV_TARGET_SECRET = "BOOTINIT_TARGET_SECRET"
+
+
+class CliError(Exception):
+    """A usage or input problem, reported as one line."""
+
+
+# ------------------------------------------------------------------ options
+def net_options() -> argparse.ArgumentParser:
+    """Link + iSCSI options, all defaulting to SUPPRESS (so they may come before or after
+    the command without one overwriting the other); :func:`fill_defaults` adds defaults."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_link_options(p)
+    g = p.add_argument_group("iscsi")
+    g.add_argument("--initiator-name", metavar="IQN", help="our iSCSI name")
+    g.add_argument("--digest", choices=("none", "crc32c", "prefer"),
+                   help="header and data digests: none (default), crc32c (required), "
+                        "prefer (crc32c if the target agrees)")
+    g.add_argument("--user", metavar="USER", help=f"CHAP user (or ${ENV_USER})")
+    g.add_argument("--secret", metavar="SECRET",
+                   help=f"CHAP secret (visible in ps: prefer ${ENV_SECRET})")
+    g.add_argument("--target-user", metavar="USER",
+                   help=f"mutual CHAP: the target's user (or ${ENV_TARGET_USER})")
+    g.add_argument("--target-secret", metavar="SECRET",
+                   help=f"mutual CHAP: the target's secret (prefer ${ENV_TARGET_SECRET})")
+    g.add_argument("--queue-depth", metavar="N", type=int, help="commands in flight (32)")
+    g.add_argument("--timeout", metavar="S", type=float, help="per-command timeout (30)")
+    g.add_argument("--stats", action="store_true", help="print counters of every layer")
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return p
+
+
+_DEFAULTS: dict[str, Any] = {
+    "netns": None, "bridge": None, "peer_ip": None, "ip": None, "gateway": None, "mac": None,
+    "mtu": None, "fault": None, "pcap": None, "tap": None, "initiator_name": None,
+    "digest": "none", "user": None, "secret": None, "target_user": None,
+    "target_secret": None, "queue_depth": None, "timeout": None, "stats": False,
+}
+
+
+def fill_defaults(args: argparse.Namespace) -> None:
+    """Give every option that was not given its default."""
+    for k, v in _DEFAULTS.items():
+        if not hasattr(args, k):
+            setattr(args, k, v)
+
+
+# ------------------------------------------------------------------ plumbing
+class Context:
+    """A stack on a TAP, an initiator, and printing helpers for one command."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        if args.ip is None:
+            raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX")
+        self.link_opts = LinkOptions.from_args(args)
+        self.loop = Loop()
+        self.link = open_link(self.link_opts, self.loop.time)
+        assert self.link_opts.ip is not None
+        self.stack = NetStack(self.loop, self.link, StackConfig(
+            mac=self.link_opts.mac, ip=self.link_opts.ip, gateway=self.link_opts.gateway))
+        self.stack.start()
+        if args.timeout is not None:
+            self.initiator = Initiator(self.stack, args.initiator_name,
+                                       command_timeout=float(args.timeout))
+        else:
+            self.initiator = Initiator(self.stack, args.initiator_name)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.initiator.logout()
+        self.stack.close()
+        self.loop.close()
+        self.link.close()
+
+    def login(self, spec: TargetSpec) -> IscsiSession:
+        return self.initiator.login(spec, chap=chap_for(self.args, spec),
+                                    digests=_digests(self.args),
+                                    queue_depth=self.args.queue_depth)
+
+    def stats(self, sessions: list[IscsiSession]) -> None:
+        if not self.args.stats:
+            return
+        out: dict[str, Any] = {"stack": self.stack.counters_dict()}
+        for i, s in enumerate(sessions):
+            out[f"session{i}"] = s.counters()
+        if self.args.json:
+            print(json.dumps({"stats": out}, indent=2), file=sys.stderr)
+        else:
+            for section, layers in out.items():
+                for layer, values in layers.items():
+                    shown = " ".join(f"{k}={v}" for k, v in sorted(values.items()) if v)
+                    if shown:
+                        print(f"{section}.{layer}: {shown}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def context(args: argparse.Namespace) -> Iterator[Context]:
+    ctx = Context(args)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def _digests(args: argparse.Namespace) -> bool | str:
+    choice: dict[str, bool | str] = {"none": False, "crc32c": True, "prefer": "preferred"}
+    return choice[args.digest]
+
+
+def chap_for(args: argparse.Namespace, spec: TargetSpec | None) -> ChapCredentials | None:
+    """CHAP from the URL first, then the options, then the environment."""
+    user = spec.chap.user if spec is not None and spec.chap else None
+    secret = spec.chap.secret if spec is not None and spec.chap else None
+    user = user or args.user or os.environ.get(ENV_USER)
+    secret = secret or args.secret or os.environ.get(ENV_SECRET)
+    tuser = args.target_user or os.environ.get(ENV_TARGET_USER)
+    tsecret = args.target_secret or os.environ.get(ENV_TARGET_SECRET)
+    if spec is not None and spec.reverse_chap is not None:
+        tuser, tsecret = spec.reverse_chap.user, spec.reverse_chap.secret
+    if (user is None) != (secret is None):
+        raise CliError("CHAP needs both a user and a secret "
+                       f"(--user/--secret or ${ENV_USER}/${ENV_SECRET})")
+    if (tuser is None) != (tsecret is None):
+        raise CliError("mutual CHAP needs both --target-user and --target-secret")
+    if user is None or secret is None:
+        if tuser is not None:
+            raise CliError("mutual CHAP (--target-user) needs our own CHAP user and secret")
+        return None
+    return ChapCredentials(user, Secret(secret), tuser,
+                           Secret(tsecret) if tsecret is not None else None)
+
+
+def _ptype(t: int) -> str:
+    try:
+        return PeripheralType(t).name.lower()
+    except ValueError:
+        return f"0x{t:02x}"
+
+
+def parse_portal(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` or ``[V6]:PORT``."""
+    host, port = text, 3260
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise CliError(f"portal {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise CliError(f"portal {text!r}: expected ':PORT' after ']'")
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = _port(p, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise CliError(f"portal {text!r}: {host!r} is not an IP address") from None
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise CliError(f"portal {whole!r}: port {text!r} is not 1..65535")
+    return int(text)
+
+
+def target_of(text: str) -> TargetSpec:
+    try:
+        return parse_target(text)
+    except UriError as e:
+        raise CliError(str(e)) from None
+
+
+def _emit(args: argparse.Namespace, obj: Any, lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(obj, indent=2))
+    else:
+        for line in lines:
+            print(line)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_discover(args: argparse.Namespace) -> int:
+    host, port = parse_portal(args.portal)
+    with context(args) as ctx:
+        targets = ctx.initiator.discover(host, port, chap=chap_for(args, None),
+                                         digests=_digests(args))
+        obj = [{"name": t.name, "portals": [
+            {"host": p.host, "port": p.port, "tpgt": p.tpgt} for p in t.portals]}
+            for t in targets]
+        lines = []
+        for t in targets:
+            for p in t.portals or []:
+                h = f"[{p.host}]" if ":" in p.host else p.host
+                lines.append(f"{h}:{p.port},{p.tpgt} {t.name}")
+            if not t.portals:
+                lines.append(f"{host}:{port},1 {t.name}")
+        _emit(args, obj, lines)
+        ctx.stats([])
+    return 0
+
+
+def _lun_rows(ctx: Context, spec: TargetSpec) -> list[dict[str, Any]]:
+    s = ctx.login(replace(spec, lun=0))
+    try:
+        rows: list[dict[str, Any]] = []
+        for lun in s.report_luns():
+            row: dict[str, Any] = {"lun": lun}
+            inq = s.inquiry(lun)
+            row["type"] = _ptype(inq.device_type)
+            row["vendor"], row["product"] = inq.vendor, inq.product
+            if inq.device_type == 0:
+                with contextlib.suppress(Exception):
+                    cap = s.read_capacity(lun)
+                    row["size"] = cap.size_bytes
+                    row["block_size"] = cap.block_size
+            rows.append(row)
+        return rows
+    finally:
+        s.logout()
+        ctx.initiator.sessions.remove(s)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with context(args) as ctx:
+        if args.target.startswith("iscsi"):
+            specs = [target_of(args.target)]
+        else:
+            host, port = parse_portal(args.target)
+            found = ctx.initiator.discover(host, port, digests=_digests(args),
+                                           chap=chap_for(args, None))
+            specs = [TargetSpec(host=host, port=port, name=t.name) for t in found]
+        obj = []
+        lines = []
+        for spec in specs:
+            rows = _lun_rows(ctx, spec)
+            obj.append({"target": spec.name, "portal": f"{spec.host}:{spec.port}",
+                        "luns": rows})
+            lines.append(f"Target:{spec.name} Portal:{spec.host}:{spec.port}")
+            for r in rows:
+                size = f" Size:{_size(r['size'])}" if "size" in r else ""
+                lines.append(f"  Lun:{r['lun']:<3} Type:{r['type']} "
+                             f"({r['vendor']} {r['product']}){size}")
+        _emit(args, obj, lines)
+        ctx.stats([])
+    return 0
+
+
+def _size(n: int) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    v = float(n)
+    i = 0
+    while v >= 1024 and i < len(units) - 1:
+        v /= 1024
+        i += 1
+    return f"{v:.0f}{units[i]}" if v == int(v) else f"{v:.1f}{units[i]}"
+
+
+def cmd_inquiry(args: argparse.Namespace) -> int:
+    spec = target_of(args.url)
+    with context(args) as ctx:
+        s = ctx.login(spec)
+        inq = s.inquiry()
+        pages = s.supported_vpd_pages()
+        ident = s.lun_identity()
+        obj: dict[str, Any] = {
+               "vendor": inq.vendor, "product": inq.product, "revision": inq.revision,
+               "peripheral_type": inq.device_type,
+               "type": _ptype(inq.device_type),
+               "vpd_pages": [f"0x{p:02x}" for p in pages],
+               "serial": ident.serial,
+               "identifier": ident.designator[1].hex() if ident.designator else None}
+        _emit(args, obj, [
+            f"Vendor: {inq.vendor}", f"Product: {inq.product}", f"Revision: {inq.revision}",
+            f"Type: {obj['type']} (0x{inq.device_type:02x})",
+            f"VPD pages: {' '.join(obj['vpd_pages'])}",
+            f"Unit serial: {ident.serial}", f"Identifier: {obj['identifier']}"])
+        ctx.stats([s])
+        s.logout()
+    return 0
+
+
+def cmd_readcap(args: argparse.Namespace) -> int:
+    spec = target_of(args.url)
+    with context(args) as ctx:
+        s = ctx.login(spec)
+        cap = s.read_capacity()
+        obj = {"blocks": cap.blocks, "block_size": cap.block_size, "bytes": cap.size_bytes}
+        _emit(args, obj, [f"Blocks: {cap.blocks}", f"Block size: {cap.block_size}",
+                          f"Capacity: {cap.size_bytes} bytes ({_size(cap.size_bytes)})"])
+        ctx.stats([s])
+        s.logout()
+    return 0
+
+
+class Progress:
+    """A progress line on stderr for long transfers when stderr is a terminal."""
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total = total
+        self.what = what
+        self.on = sys.stderr.isatty() and total >= 16 << 20
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.on or (now - self.last < 0.2 and done < self.total):
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-6) / 1e6
+        pct = 100 * done // max(self.total, 1)
+        sys.stderr.write(f"\r{self.what}: {pct:3d}% {done >> 20} MiB {rate:.1f} MB/s ")
+        if done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    spec = target_of(args.url)
+    with context(args) as ctx:
+        s = ctx.login(spec)
+        dev = s.block_device()
+        count = args.count if args.count is not None else dev.num_blocks - args.lba
+        if args.lba < 0 or count < 0 or args.lba + count > dev.num_blocks:
+            raise CliError(f"--lba {args.lba} --count {count}: outside the LUN's "
+                           f"{dev.num_blocks} blocks")
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            chunk_blocks = max(1, (4 << 20) // dev.block_size)
+            prog = Progress(count * dev.block_size, "read")
+            done = 0
+            lba = args.lba
+            t0 = time.monotonic()
+            while done < count:
+                n = min(chunk_blocks, count - done)
+                out.write(dev.read(lba + done, n))
+                done += n
+                prog.update(done * dev.block_size)
+            out.flush()
+            elapsed = time.monotonic() - t0
+        finally:
+            if args.output:
+                out.close()
+        if args.verbose:
+            print(f"read {count} blocks in {elapsed:.2f} s "
+                  f"({count * dev.block_size / max(elapsed, 1e-9) / 1e6:.1f} MB/s)",
+                  file=sys.stderr)
+        ctx.stats([s])
+        s.logout()
+    return 0
+
+
+def cmd_write(args: argparse.Namespace) -> int:
+    spec = target_of(args.url)
+    with context(args) as ctx:
+        s = ctx.login(spec)
+        dev = s.block_device()
+        src = open(args.input, "rb") if args.input != "-" else sys.stdin.buffer  # noqa: SIM115
+        try:
+            data = src.read()
+        finally:
+            if args.input != "-":
+                src.close()
+        bs = dev.block_size
+        if len(data) % bs:
+            raise CliError(f"input is {len(data)} bytes, not a multiple of the block size "
+                           f"{bs}")
+        blocks = len(data) // bs
+        if args.lba < 0 or args.lba + blocks > dev.num_blocks:
+            raise CliError(f"--lba {args.lba} + {blocks} blocks: outside the LUN's "
+                           f"{dev.num_blocks} blocks")
+        prog = Progress(len(data), "write")
+        step = 4 << 20
+        view = memoryview(data)
+        for off in range(0, len(data), step):
+            dev.write(args.lba + off // bs, view[off:off + step])
+            prog.update(min(off + step, len(data)))
+        dev.flush()
+        if args.verbose:
+            print(f"wrote {blocks} blocks at LBA {args.lba}", file=sys.stderr)
+        ctx.stats([s])
+        s.logout()
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    spec = target_of(args.url)
+    with context(args) as ctx:
+        s = ctx.login(spec)
+        rtts = []
+        for i in range(args.count):
+            rtt = s.ping(timeout=args.wait)
+            rtts.append(rtt)
+            if not args.json:
+                print(f"NOP-In from {spec.host}:{spec.port}: seq={i + 1} "
+                      f"time={rtt * 1000:.3f} ms")
+            if i + 1 < args.count:
+                ctx.loop.run_for(args.interval)
+        if args.json:
+            print(json.dumps({"target": format_iscsi_url(spec), "rtt_ms":
+                              [r * 1000 for r in rtts]}))
+        else:
+            print(f"{len(rtts)} pings, min/avg/max = {min(rtts) * 1000:.3f}/"
+                  f"{sum(rtts) / len(rtts) * 1000:.3f}/{max(rtts) * 1000:.3f} ms")
+        ctx.stats([s])
+        s.logout()
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the iSCSI commands; returns the network-options parent (for the top parser)."""
+    net = net_options()
+    parents = [net]
+
+    def add(name: str, func: Handler, helptext: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=parents, help=helptext, description=helptext)
+        p.set_defaults(func=_wrap(func))
+        return p
+
+    add("discover", cmd_discover, "list targets (SendTargets=All)").add_argument(
+        "portal", metavar="HOST[:PORT]")
+    add("ls", cmd_ls, "targets and LUNs with type and size (like iscsi-ls -s)").add_argument(
+        "target", metavar="URL|HOST[:PORT]")
+    add("inquiry", cmd_inquiry, "INQUIRY and VPD identity of a LUN").add_argument(
+        "url", metavar="URL")
+    add("readcap", cmd_readcap, "READ CAPACITY of a LUN").add_argument("url", metavar="URL")
+    p = add("read", cmd_read, "read blocks to a file or stdout")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--lba", type=int, default=0)
+    p.add_argument("--count", type=int, default=None, help="blocks (default: to the end)")
+    p.add_argument("-o", "--output", metavar="FILE")
+    p = add("write", cmd_write, "write a file's blocks")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--lba", type=int, default=0)
+    p.add_argument("-i", "--input", metavar="FILE", required=True, help="FILE or - (stdin)")
+    p = add("ping", cmd_ping, "NOP-Out pings to a target")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("-c", "--count", type=int, default=3)
+    p.add_argument("-i", "--interval", type=float, default=0.2)
+    p.add_argument("-W", "--wait", type=float, default=10.0, help="seconds to wait for each")
+    return net
+
+
+def _wrap(func: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        fill_defaults(args)
+        try:
+            return func(args)
+        except CliError as e:
+            print(f"bootinit {args.command}: {e}", file=sys.stderr)
+            return 2
+    return run
