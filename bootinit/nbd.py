@@ -455,8 +455,19 @@ class NbdServerProtocol:
         sock.send(proto.data_to_send())
     """
 
-    def __init__(self, export: NbdExport) -> None:
+    def __init__(self, export: NbdExport, *, max_outstanding: int | None = None,
+                 max_outstanding_bytes: int | None = None) -> None:
         self.export = export
+        #: Stop parsing requests while this many are outstanding (None: no limit); the
+        #: rest of the input waits in :attr:`backlog` until :meth:`receive` is called
+        #: again (``receive(b"")`` resumes).
+        self.max_outstanding = max_outstanding
+        #: The same for payload bytes of outstanding reads and writes.
+        self.max_outstanding_bytes = max_outstanding_bytes
+        #: Set by the caller to hold back new requests for its own reasons (e.g. too
+        #: many reply bytes not taken by the client yet).
+        self.paused = False
+        self._backlog = b""
         self.state = State.CLIENT_FLAGS
         self.client_flags = ClientFlag(0)
         self.error: NbdProtocolError | None = None
@@ -492,6 +503,19 @@ class NbdServerProtocol:
     def outstanding_bytes(self) -> int:
         """Payload bytes of the outstanding reads and writes."""
         return self._outstanding_bytes
+
+    @property
+    def backlog(self) -> int:
+        """Received bytes not parsed yet because of the outstanding limits."""
+        return len(self._backlog)
+
+    @property
+    def throttled(self) -> bool:
+        """The outstanding limits are reached (or :attr:`paused`): no new request is
+        parsed now."""
+        mo, mb = self.max_outstanding, self.max_outstanding_bytes
+        return self.paused or (mo is not None and self._outstanding >= mo) or \
+            (mb is not None and self._outstanding_bytes >= mb)
 
     @property
     def transmitting(self) -> bool:
@@ -579,12 +603,21 @@ class NbdServerProtocol:
     def receive(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes from the client; returns the events they complete (in order).
 
-        Bytes arriving after a disconnect (or a protocol failure) are ignored.
+        Bytes arriving after a disconnect (or a protocol failure) are ignored. While
+        :attr:`throttled`, whole requests are not parsed: the input is kept and parsed
+        by a later call (``receive(b"")`` once replies went out).
         """
         events: list[Event] = []
+        if self._backlog:
+            data = self._backlog + bytes(data)
+            self._backlog = b""
         mv = memoryview(data).cast("B")
         i, n = 0, len(mv)
         while i < n and self.state not in (State.DISCONNECTING, State.CLOSED):
+            if self._need is _Need.REQUEST_HEADER and not self._hdr and not \
+                    self._discard_left and self._payload is None and self.throttled:
+                self._backlog = bytes(mv[i:])
+                break
             if self._discard_left:
                 k = min(self._discard_left, n - i)
                 self._discard_left -= k
@@ -628,6 +661,7 @@ class NbdServerProtocol:
     def _fail(self, err: NbdProtocolError, events: list[Event]) -> None:
         self.error = err
         self.state = State.CLOSED
+        self._backlog = b""
         self._out.clear()
         self._out_bytes = 0
         events.append(ProtocolFailed(err))
