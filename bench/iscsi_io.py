@@ -1,0 +1,652 @@
+"""iSCSI block I/O: bootinit (our stack over TAP) beside libiscsi's iscsi-perf and qemu-img.
+
+One run, one namespace, one tgtd, one target whose LUN lives on tmpfs (``/dev/shm``) so
+the disk is not what is measured. Every row of the table is measured in that run on
+that LUN:
+
+* ``seq-read`` / ``seq-write`` — ``--size`` bytes (default 1G; 256M is quicker) in
+  ``--request-kib`` requests with ``--seq-qd`` in flight;
+* ``rand-read-qd1`` / ``rand-read-qd32`` — 4 KiB reads at random 4 KiB-aligned offsets,
+  bounded by ``--random-count`` requests or ``--random-seconds``, whichever comes first.
+
+Initiators:
+
+* ``bootinit`` — our TCP/IP stack on a TAP enslaved to the namespace's bridge, once per
+  ``--mtu`` (default 9000; ``--mtu 1500 --mtu 9000`` for both). Every transfer is
+  checked: data read is compared with the LUN file, data written is found in it.
+* ``iscsi-perf`` (libiscsi; reads only) — inside the namespace over the kernel's TCP
+  to the bridge address (local, so the loopback path), time-bounded (``-t``): sequential
+  ``-b <request> -m <seq-qd>``, random ``-r -b 8 -m 1|32``; its IOPS average is used.
+* ``qemu-img convert`` (libiscsi inside qemu's block layer; defaults: 8 coroutines) —
+  inside the namespace: ``iscsi://`` to a ``null-co`` sink (qemu-img refuses
+  ``/dev/null`` as a convert target) for the read, and a tmpfs file to ``iscsi://`` for
+  the write (checked against the LUN file). Its times include process start and login.
+
+MB = 10**6 bytes. The ratio columns are bootinit ÷ iscsi-perf and bootinit ÷ qemu-img
+for the same test. Example::
+
+    sudo python bench/iscsi_io.py                     # ~1 min: 1 GiB, MTU 9000
+    sudo python bench/iscsi_io.py --size 256M --mtu 1500 --mtu 9000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import platform
+import random
+import re
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bootinit.blockdev import BlockDevice, IoCallback, IoRequest  # noqa: E402
+from bootinit.initiator import Initiator  # noqa: E402
+from bootinit.targets import Tgtd, parse_size  # noqa: E402
+from netstack.harness import BRIDGE_NAME, Topology, environment_problem, topology  # noqa: E402
+from netstack.link.tap import TapLink  # noqa: E402
+from netstack.loop import Loop  # noqa: E402
+from netstack.stack import NetStack, StackConfig  # noqa: E402
+
+IQN = "iqn.2024-01.org.bootinit:bench"
+KiB = 1 << 10
+MiB = 1 << 20
+MB = 1e6
+RANDOM_BYTES = 4 * KiB
+STAMP = struct.Struct("<QQ")
+TESTS = ("seq-read", "seq-write", "rand-read-qd1", "rand-read-qd32")
+INITIATORS = ("bootinit", "iscsi-perf", "qemu-img")
+
+
+class BenchError(Exception):
+    """A measurement could not be made (tool failed, data mismatch); says which and why."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=4)
+def _pattern_base(salt: int) -> bytes:
+    return random.Random(salt).randbytes(16 * MiB)
+
+
+def fill_pattern(buf: memoryview, salt: int, offset: int = 0) -> None:
+    """Fill ``buf`` (the bytes at ``offset`` of some image) with data that differs per
+    ``salt`` and per 4 KiB block: seeded random bytes, each 4 KiB block stamped with
+    ``(salt, absolute block number)``, so a read from the wrong place never matches."""
+    base = _pattern_base(salt)
+    n = len(buf)
+    slab = 8 * MiB
+    pos = 0
+    while pos < n:
+        absolute = offset + pos
+        within = absolute % slab
+        k = min(slab - within, n - pos)
+        start = (absolute // slab * 4099 * 512) % slab + within
+        buf[pos:pos + k] = base[start:start + k]
+        pos += k
+    first = (-offset) % RANDOM_BYTES
+    for off in range(first, n - STAMP.size + 1, RANDOM_BYTES):
+        STAMP.pack_into(buf, off, salt, (offset + off) // RANDOM_BYTES)
+
+
+def fill_file(path: Path, size: int, salt: int, chunk: int = 64 * MiB) -> None:
+    """Write ``size`` bytes of :func:`fill_pattern` data to ``path`` (from its start)."""
+    buf = bytearray(min(chunk, size))
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        for off in range(0, size, chunk):
+            k = min(chunk, size - off)
+            view = memoryview(buf)[:k]
+            fill_pattern(view, salt, off)
+            f.write(view)
+
+
+def first_difference(path: Path, data: bytes | bytearray | memoryview,
+                     chunk: int = 64 * MiB) -> int | None:
+    """Offset of the first 4 KiB block where the file at ``path`` differs from ``data``
+    (None: the file starts with exactly ``data``)."""
+    view = memoryview(data).cast("B")
+    with open(path, "rb") as f:
+        for off in range(0, len(view), chunk):
+            want = view[off:off + chunk].tobytes()
+            got = f.read(len(want))
+            if got != want:
+                for b in range(0, len(want), RANDOM_BYTES):
+                    if got[b:b + RANDOM_BYTES] != want[b:b + RANDOM_BYTES]:
+                        return off + b
+                return off + len(got)
+    return None
+
+
+# --------------------------------------------------------------------------- target
+
+
+@dataclass
+class BenchTarget:
+    """The namespace (bridge ``br0`` with ``topo.peer_ip``) and tgtd serving one LUN."""
+
+    topo: Topology
+    tgtd: Tgtd
+    tid: int
+    size: int
+
+    @property
+    def host(self) -> str:
+        """The portal address (on the namespace's bridge)."""
+        return str(self.topo.peer_addr)
+
+    @property
+    def url(self) -> str:
+        """``iscsi://host/iqn/1``."""
+        return f"iscsi://{self.host}/{IQN}/1"
+
+    @property
+    def lun_path(self) -> Path:
+        """The LUN's backing file."""
+        return self.tgtd.lun_path(self.tid, 1)
+
+
+@contextlib.contextmanager
+def bench_target(size: int, *, mtu: int = 9000, lun_dir: str = "/dev/shm",
+                 params: dict[str, str] | None = None, salt: int = 1,
+                 prefix: str = "bio") -> Iterator[BenchTarget]:
+    """A fresh namespace + bridge (MTU ``mtu``) + tgtd with one LUN of ``size`` bytes in
+    ``lun_dir``, filled with :func:`fill_pattern` data; all removed on exit."""
+    with topology(mtu=mtu, bridge=True, open_tap=False, prefix=prefix) as topo, \
+            Tgtd(topo.netns, listen=(str(topo.peer_addr), 3260), lun_dir=lun_dir) as tgtd:
+        tid = tgtd.add_target(IQN, [size])
+        for name, value in (params or {}).items():
+            tgtd.set_param(tid, name, value)
+        target = BenchTarget(topo, tgtd, tid, size)
+        fill_file(target.lun_path, size, salt)
+        yield target
+
+
+@dataclass
+class Bootinit:
+    """Our side: a TAP on the bridge, the stack, an initiator and the LUN's device."""
+
+    tap: TapLink
+    loop: Loop
+    stack: NetStack
+    initiator: Initiator
+    dev: BlockDevice
+
+
+@contextlib.contextmanager
+def bootinit_device(target: BenchTarget, mtu: int, *, queue_depth: int = 32,
+                    digests: bool = False) -> Iterator[Bootinit]:
+    """Attach a TAP of ``mtu`` to the bridge, start our stack, log in, open LUN 1."""
+    topo = target.topo
+    tap = TapLink(mtu=mtu, netns=topo.netns, bridge=BRIDGE_NAME)
+    try:
+        loop = Loop()
+        stack = NetStack(loop, tap, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
+        stack.start()
+        try:
+            ini = Initiator(stack)
+            dev = ini.open_block_device(target.url, queue_depth=queue_depth, digests=digests)
+            try:
+                yield Bootinit(tap, loop, stack, ini, dev)
+            finally:
+                ini.logout()
+        finally:
+            stack.close()
+            loop.close()
+    finally:
+        tap.close()
+
+
+# --------------------------------------------------------------------------- bootinit I/O
+
+
+Issue = Callable[[IoCallback], IoRequest | None]
+
+
+def run_pipeline(dev: BlockDevice, qd: int, issue: Issue, *, seconds: float | None = None,
+                 check: Callable[[IoRequest], None] | None = None,
+                 timeout: float = 600.0) -> tuple[int, float]:
+    """Keep ``qd`` requests in flight: ``issue(callback)`` makes the next one (None: no
+    more); new ones are issued from the completion callbacks. Stops issuing after
+    ``seconds``. Returns (requests completed, seconds from first issue to last done)."""
+    inflight = 0
+    done = 0
+    stop = False
+    errors: list[BaseException] = []
+    end = None if seconds is None else time.perf_counter() + seconds
+
+    def on_done(req: IoRequest) -> None:
+        nonlocal inflight, done, stop
+        inflight -= 1
+        done += 1
+        if req.error is not None:
+            errors.append(req.error)
+            stop = True
+        elif check is not None:
+            try:
+                check(req)
+            except BenchError as e:
+                errors.append(e)
+                stop = True
+        fill()
+
+    def fill() -> None:
+        nonlocal inflight, stop
+        while not stop and inflight < qd:
+            if end is not None and time.perf_counter() >= end:
+                stop = True
+                break
+            inflight += 1
+            if issue(on_done) is None:
+                inflight -= 1
+                stop = True
+
+    t0 = time.perf_counter()
+    fill()
+    dev.session.wait(lambda: stop and inflight == 0, "benchmark I/O", timeout)
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return done, elapsed
+
+
+def sequential(dev: BlockDevice, kind: str, data: bytearray, request: int,
+               qd: int) -> tuple[int, float]:
+    """Read into / write from ``data`` (from LBA 0) in ``request``-byte requests."""
+    bs = dev.block_size
+    view = memoryview(data)
+    pos = 0
+
+    def issue(cb: IoCallback) -> IoRequest | None:
+        nonlocal pos
+        if pos >= len(view):
+            return None
+        k = min(request, len(view) - pos)
+        piece = view[pos:pos + k]
+        lba = pos // bs
+        pos += k
+        if kind == "read":
+            return dev.submit_read(lba, k // bs, piece, cb)
+        return dev.submit_write(lba, piece, cb)
+
+    n, elapsed = run_pipeline(dev, qd, issue)
+    if kind == "write":
+        t0 = time.perf_counter()
+        dev.flush()
+        elapsed += time.perf_counter() - t0
+    return n, elapsed
+
+
+def random_reads(dev: BlockDevice, expect: bytes | bytearray, qd: int, count: int,
+                 seconds: float, seed: int) -> tuple[int, float]:
+    """4 KiB reads at random 4 KiB-aligned offsets within ``len(expect)``, each checked
+    against ``expect``; bounded by ``count`` and ``seconds``."""
+    bs = dev.block_size
+    per = RANDOM_BYTES // bs
+    slots = len(expect) // RANDOM_BYTES
+    rng = random.Random(seed)
+    issued = 0
+
+    def issue(cb: IoCallback) -> IoRequest | None:
+        nonlocal issued
+        if issued >= count:
+            return None
+        issued += 1
+        return dev.submit_read(rng.randrange(slots) * per, per, None, cb)
+
+    def check(req: IoRequest) -> None:
+        off = req.lba * bs
+        assert req.buffer is not None
+        if req.buffer.tobytes() != expect[off:off + RANDOM_BYTES]:
+            raise BenchError(f"random read at LBA {req.lba}: data differs from the LUN file")
+
+    return run_pipeline(dev, qd, issue, seconds=seconds, check=check)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    """One measurement."""
+
+    test: str
+    initiator: str
+    mtu: int | None
+    bytes: int
+    seconds: float
+    requests: int
+    request_bytes: int
+    qd: int
+    note: str = ""
+    ratio_iscsi_perf: float | None = None
+    ratio_qemu_img: float | None = None
+
+    @property
+    def mb_per_s(self) -> float:
+        """10**6 bytes per second."""
+        return self.bytes / MB / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def iops(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (with MB/s and IOPS)."""
+        return {**asdict(self), "mb_per_s": round(self.mb_per_s, 3),
+                "iops": round(self.iops, 1)}
+
+
+@dataclass
+class Settings:
+    """What the run measures (see ``--help``)."""
+
+    size: int
+    mtus: list[int]
+    request: int = 256 * KiB
+    seq_qd: int = 32
+    random_count: int = 20000
+    random_seconds: float = 5.0
+    perf_seconds: int = 3
+    tools: list[str] = field(default_factory=lambda: ["iscsi-perf", "qemu-img"])
+    params: dict[str, str] = field(default_factory=dict)
+    lun_dir: str = "/dev/shm"
+    tool_timeout: float = 300.0
+
+
+def measure_bootinit(target: BenchTarget, s: Settings, mtu: int, salt: int,
+                     info: dict[str, Any]) -> list[Row]:
+    """bootinit rows for one MTU; checks every byte moved."""
+    rows: list[Row] = []
+    size = target.size
+    with bootinit_device(target, mtu, queue_depth=32) as b:
+        dev = b.dev
+        p = dev.session.params
+        info["negotiated"] = {
+            "MaxRecvDataSegmentLength(target)": p.max_xmit_data_segment_length,
+            "MaxRecvDataSegmentLength(ours)": p.max_recv_data_segment_length,
+            "MaxBurstLength": p.max_burst_length, "FirstBurstLength": p.first_burst_length,
+            "InitialR2T": p.initial_r2t, "ImmediateData": p.immediate_data,
+            "block_size": dev.block_size}
+        data = bytearray(size)
+        fill_pattern(memoryview(data), salt)
+        n, t = sequential(dev, "write", data, s.request, s.seq_qd)
+        bad = first_difference(target.lun_path, data)
+        if bad is not None:
+            raise BenchError(f"bootinit MTU {mtu}: written data not in the LUN file at "
+                             f"offset {bad}")
+        rows.append(Row("seq-write", "bootinit", mtu, size, t, n, s.request, s.seq_qd))
+        got = bytearray(size)
+        n, t = sequential(dev, "read", got, s.request, s.seq_qd)
+        if got != data:
+            raise BenchError(f"bootinit MTU {mtu}: data read differs from data written")
+        rows.append(Row("seq-read", "bootinit", mtu, size, t, n, s.request, s.seq_qd))
+        del got
+        for qd in (1, 32):
+            n, t = random_reads(dev, data, qd, s.random_count, s.random_seconds, seed=qd)
+            rows.append(Row(f"rand-read-qd{qd}", "bootinit", mtu, n * RANDOM_BYTES, t, n,
+                            RANDOM_BYTES, qd))
+        counters = dev.session.counters()
+        info.setdefault("bootinit_counters", {})[str(mtu)] = {
+            k: counters.get(k, {}) for k in ("commands", "errors", "recovery")}
+    return rows
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def run_tool(target: BenchTarget, argv: list[str], timeout: float,
+             graceful: bool = False) -> tuple[str, float]:
+    """Run ``argv`` inside the namespace; (stdout, wall seconds). On timeout it is sent
+    SIGTERM (its output is kept when ``graceful``), then SIGKILL — by its PID only."""
+    full = ["ip", "netns", "exec", target.topo.netns, *argv]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    elapsed = time.perf_counter() - t0
+    if (timed_out and not graceful) or (proc.returncode != 0 and not timed_out):
+        why = f"no end after {timeout:.0f} s" if timed_out else f"exit {proc.returncode}"
+        tail = "\n".join((err or out).strip().splitlines()[-5:])
+        raise BenchError(f"{' '.join(argv)}: {why}: {tail}")
+    return out, elapsed
+
+
+_PERF_CAPACITY = re.compile(r"capacity is (\d+) blocks or (\d+) byte")
+_PERF_IOPS = re.compile(r"iops average (\d+)")
+
+
+def parse_iscsi_perf(out: str) -> tuple[int, float]:
+    """(block size, average IOPS) from iscsi-perf's output."""
+    cap = _PERF_CAPACITY.search(out)
+    iops = _PERF_IOPS.findall(out)
+    if cap is None or not iops:
+        raise BenchError(f"iscsi-perf: cannot parse its output: {out.strip()[-300:]!r}")
+    blocks, nbytes = int(cap.group(1)), int(cap.group(2))
+    return nbytes // blocks, float(iops[-1])
+
+
+def iscsi_perf_row(target: BenchTarget, s: Settings, test: str, request: int, qd: int,
+                   seconds: int, rand: bool) -> Row:
+    """One time-bounded iscsi-perf run (it reads the LUN cyclically, or at random)."""
+    blocks = max(1, request // 512)
+    argv = ["iscsi-perf", "-t", str(seconds), "-b", str(blocks), "-m", str(qd)]
+    if rand:
+        argv.append("-r")
+    out, _ = run_tool(target, [*argv, target.url], seconds + 30, graceful=True)
+    bs, iops = parse_iscsi_perf(out)
+    if bs * blocks != request:
+        raise BenchError(f"iscsi-perf: block size {bs}, so -b {blocks} is not {request} bytes")
+    requests = round(iops * seconds)
+    note = "unaligned 512 B offsets" if rand else "cycles over the LUN"
+    return Row(test, "iscsi-perf", None, requests * request, float(seconds), requests,
+               request, qd, note)
+
+
+def qemu_img_rows(target: BenchTarget, s: Settings) -> list[Row]:
+    """qemu-img convert iscsi:// -> null-co (read) and tmpfs file -> iscsi:// (write)."""
+    size = target.size
+    rows = []
+    sink = f"driver=null-co,size={size}"
+    _, t = run_tool(target, ["qemu-img", "convert", "-n", "-f", "raw", target.url,
+                             "--target-image-opts", sink], s.tool_timeout)
+    rows.append(Row("seq-read", "qemu-img", None, size, t, 0, 0, 8,
+                    "convert to null-co; wall time incl. start+login"))
+    fd, name = tempfile.mkstemp(prefix="bootinit-bench-", suffix=".img", dir=s.lun_dir)
+    os.close(fd)
+    src = Path(name)
+    try:
+        fill_file(src, size, salt=777)
+        _, t = run_tool(target, ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw",
+                                 str(src), target.url], s.tool_timeout)
+        with open(src, "rb") as f:
+            bad = first_difference(target.lun_path, f.read())
+        if bad is not None:
+            raise BenchError(f"qemu-img write: LUN file differs from the source at {bad}")
+    finally:
+        src.unlink(missing_ok=True)
+    rows.append(Row("seq-write", "qemu-img", None, size, t, 0, 0, 8,
+                    "convert from tmpfs file; wall time incl. start+login"))
+    return rows
+
+
+def tool_rows(target: BenchTarget, s: Settings) -> list[Row]:
+    """iscsi-perf and qemu-img rows as ``s.tools`` asks."""
+    rows: list[Row] = []
+    if "iscsi-perf" in s.tools:
+        rows.append(iscsi_perf_row(target, s, "seq-read", s.request, s.seq_qd,
+                                   s.perf_seconds, False))
+        rsec = max(1, math.ceil(s.random_seconds))
+        for qd in (1, 32):
+            rows.append(iscsi_perf_row(target, s, f"rand-read-qd{qd}", RANDOM_BYTES, qd,
+                                       rsec, True))
+    if "qemu-img" in s.tools:
+        rows += qemu_img_rows(target, s)
+    return rows
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Fill the ratio columns of bootinit rows from the tools' rows of the same test."""
+    ref = {(r.test, r.initiator): r.mb_per_s for r in rows if r.initiator != "bootinit"}
+    for r in rows:
+        if r.initiator != "bootinit":
+            continue
+        perf = ref.get((r.test, "iscsi-perf"))
+        qemu = ref.get((r.test, "qemu-img"))
+        r.ratio_iscsi_perf = r.mb_per_s / perf if perf else None
+        r.ratio_qemu_img = r.mb_per_s / qemu if qemu else None
+
+
+def run(s: Settings) -> tuple[list[Row], dict[str, Any]]:
+    """Every measurement of the table, in one namespace on one tgtd LUN."""
+    info: dict[str, Any] = {"size": s.size, "request": s.request, "seq_qd": s.seq_qd,
+                            "random_count": s.random_count,
+                            "random_seconds": s.random_seconds,
+                            "perf_seconds": s.perf_seconds, "lun_dir": s.lun_dir,
+                            "mtus": s.mtus, "tools": s.tools, "target_params": s.params,
+                            "python": platform.python_version(),
+                            "kernel": platform.release()}
+    rows: list[Row] = []
+    with bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir, params=s.params) as target:
+        info["netns"] = target.topo.netns
+        for i, mtu in enumerate(s.mtus):
+            rows += measure_bootinit(target, s, mtu, 100 + i, info)
+        rows += tool_rows(target, s)
+    order = {t: i for i, t in enumerate(TESTS)}
+    who = {n: i for i, n in enumerate(INITIATORS)}
+    rows.sort(key=lambda r: (order[r.test], who[r.initiator], r.mtu or 0))
+    add_ratios(rows)
+    return rows, info
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _size_text(n: int) -> str:
+    for unit, k in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", KiB)):
+        if n >= k and n % k == 0:
+            return f"{n // k} {unit}"
+    return f"{n} B"
+
+
+def table(rows: list[Row], info: dict[str, Any]) -> str:
+    """The human-readable table."""
+    neg = info.get("negotiated", {})
+    head = [f"iSCSI I/O against tgtd, LUN {_size_text(info['size'])} on tmpfs "
+            f"({info['lun_dir']}), seq requests {_size_text(info['request'])} "
+            f"qd {info['seq_qd']}; MB = 10^6 B",
+            "negotiated: " + ", ".join(f"{k}={v}" for k, v in neg.items()),
+            "",
+            f"{'test':<15} {'initiator':<10} {'MTU':>5} {'MB/s':>9} {'IOPS':>9} "
+            f"{'requests':>9} {'seconds':>8} {'/iscsi-perf':>11} {'/qemu-img':>9}  note"]
+    lines = head
+    for r in rows:
+        iops = f"{r.iops:9.0f}" if r.request_bytes == RANDOM_BYTES else f"{'-':>9}"
+        reqs = f"{r.requests:9d}" if r.requests else f"{'-':>9}"
+        rp = f"{r.ratio_iscsi_perf:11.2f}" if r.ratio_iscsi_perf is not None else f"{'-':>11}"
+        rq = f"{r.ratio_qemu_img:9.2f}" if r.ratio_qemu_img is not None else f"{'-':>9}"
+        mtu = str(r.mtu) if r.mtu is not None else "-"
+        lines.append(f"{r.test:<15} {r.initiator:<10} {mtu:>5} {r.mb_per_s:9.1f} {iops} "
+                     f"{reqs} {r.seconds:8.2f} {rp} {rq}  {r.note}".rstrip())
+    return "\n".join(lines)
+
+
+def parse_param(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` for ``--target-param``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
+    return name, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="1G",
+                    help="LUN size = sequential transfer size (default 1G; 256M is quicker)")
+    ap.add_argument("--mtu", type=int, action="append",
+                    help="MTU of our TAP (repeatable; default 9000)")
+    ap.add_argument("--request-kib", type=int, default=256,
+                    help="sequential request size in KiB (default 256 = tgtd's "
+                         "MaxBurstLength)")
+    ap.add_argument("--seq-qd", type=int, default=32, help="sequential queue depth")
+    ap.add_argument("--random-count", type=int, default=20000,
+                    help="most random 4 KiB reads per queue depth (bootinit)")
+    ap.add_argument("--random-seconds", type=float, default=5.0,
+                    help="most seconds per random test (bootinit; iscsi-perf runs this "
+                         "long, rounded up)")
+    ap.add_argument("--perf-seconds", type=int, default=3,
+                    help="seconds of iscsi-perf's sequential read")
+    ap.add_argument("--no-iscsi-perf", action="store_true", help="skip iscsi-perf")
+    ap.add_argument("--no-qemu-img", action="store_true", help="skip qemu-img")
+    ap.add_argument("--target-param", type=parse_param, action="append", default=[],
+                    metavar="NAME=VALUE", help="tgtd target parameter (repeatable), e.g. "
+                    "MaxRecvDataSegmentLength=262144")
+    ap.add_argument("--lun-dir", default="/dev/shm", help="where the LUN file lives")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--json-file", type=Path, help="also write the JSON to this file")
+    args = ap.parse_args(argv)
+    size = parse_size(args.size)
+    request = args.request_kib * KiB
+    if size % request or size < request:
+        ap.error(f"--size {args.size} must be a multiple of --request-kib {args.request_kib}")
+    if not (1 <= args.seq_qd <= 128 and args.random_count >= 1
+            and 0.1 <= args.random_seconds <= 120 and 1 <= args.perf_seconds <= 120):
+        ap.error("--seq-qd 1..128, --random-count >= 1, --random-seconds 0.1..120, "
+                 "--perf-seconds 1..120")
+    tools = [t for t, off in (("iscsi-perf", args.no_iscsi_perf),
+                              ("qemu-img", args.no_qemu_img)) if not off]
+    s = Settings(size=size, mtus=args.mtu or [9000], request=request, seq_qd=args.seq_qd,
+                 random_count=args.random_count, random_seconds=args.random_seconds,
+                 perf_seconds=args.perf_seconds, tools=tools,
+                 params=dict(args.target_param), lun_dir=args.lun_dir)
+    # SIGTERM unwinds like Ctrl-C: processes stopped, namespace and LUN files removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    problem = environment_problem()
+    if problem is not None:
+        print(f"iscsi_io: cannot run: {problem}", file=sys.stderr)
+        return 2
+    try:
+        rows, info = run(s)
+    except BenchError as e:
+        print(f"iscsi_io: {e}", file=sys.stderr)
+        return 1
+    doc = {"info": info, "rows": [r.as_dict() for r in rows]}
+    if args.json_file is not None:
+        args.json_file.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(doc, indent=1) if args.json else table(rows, info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
