@@ -268,6 +268,7 @@ class NbdConnection:
         elif isinstance(ev, TrimRequest):
             c["trims"] += 1
             self.proto.reply_ok(ev.handle)
+            return
         elif isinstance(ev, RequestRejected):
             c["rejected"] += 1
             self.server.last_rejection = ev.error
@@ -284,6 +285,9 @@ class NbdConnection:
             c["protocol_errors"] += 1
             self.server.last_protocol_error = ev.error
             self.close(f"protocol error: {ev.error}")
+            return
+        if self.proto.outstanding > c["max_outstanding"]:
+            c["max_outstanding"] = self.proto.outstanding
 
     def _done(self) -> None:
         if not self.closed:
