@@ -641,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"iscsi_io: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("iscsi_io: interrupted (everything started was stopped and removed)",
+              file=sys.stderr)
+        return 130
     doc = {"info": info, "rows": [r.as_dict() for r in rows]}
     if args.json_file is not None:
         args.json_file.write_text(json.dumps(doc, indent=1) + "\n")

@@ -284,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"profile: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("profile: interrupted (everything started was stopped and removed)",
+              file=sys.stderr)
+        return 130
     what = f"{args.mode} {out.nbytes} bytes at MTU {args.mtu}"
     if out.requests:
         what += f" in {out.requests} requests"
