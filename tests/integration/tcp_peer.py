@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import socket
 import socketserver
@@ -61,7 +62,10 @@ class Handler(socketserver.StreamRequestHandler):
             while self.rfile.read1(CHUNK):
                 pass
         elif cmd == "RST":
+            # Close the descriptor here: socketserver would shutdown(SHUT_WR) first and
+            # send a FIN before the RST.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            os.close(sock.detach())
 
 
 class Server(socketserver.ThreadingTCPServer):
