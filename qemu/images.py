@@ -536,7 +536,8 @@ if [ -b /dev/vda ]; then
     echo 3 > /proc/sys/vm/drop_caches
     dd if=/dev/vda of=/tmp/back.bin bs=65536 skip=@SEEK@ count=1 2>/dev/null
     if cmp -s /pattern.bin /tmp/back.bin; then
-        echo "BOOTINIT-LINUX-PATTERN OK offset=@OFFSET@ length=65536 md5=$(md5sum < /tmp/back.bin | cut -d' ' -f1)"
+        sum=$(md5sum < /tmp/back.bin | cut -d' ' -f1)
+        echo "BOOTINIT-LINUX-PATTERN OK offset=@OFFSET@ length=65536 md5=$sum"
     else
         echo "BOOTINIT-LINUX-PATTERN FAIL offset=@OFFSET@"
     fi
