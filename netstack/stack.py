@@ -28,7 +28,7 @@ from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError
 from netstack.tcp.layer import TcpLayer
 
 #: Most frames handled per wake-up before output is flushed (keeps ACKs flowing).
-MAX_BATCH = 512
+MAX_BATCH = 64
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ does not read stops the sender (backpressure).
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -139,7 +140,10 @@ class TcpConnection:
         self.rcv_nxt = 0
         self.rcv_wscale = 0
         self._rcv_adv = 0  # right edge of the window we advertised (never moves left)
-        self._rcvbuf = bytearray()
+        # In-order received data not yet read: views into the received frames (joined
+        # only when the consumer reads), and their total length.
+        self._rcvq: deque[bytes | memoryview] = deque()
+        self._rcv_len = 0
         self._ooo: list[tuple[int, bytes]] = []  # sorted, non-overlapping (seq, data)
         self._ooo_bytes = 0
         self._sack_recent: list[int] = []  # left edges, most recent first (RFC 2018 §4)
@@ -197,7 +201,7 @@ class TcpConnection:
     @property
     def eof(self) -> bool:
         """The peer sent FIN and every byte before it has been read."""
-        return self._fin_received and not self._rcvbuf
+        return self._fin_received and not self._rcv_len
 
     def send_space(self) -> int:
         """How many bytes :meth:`send` would take now."""
@@ -225,31 +229,52 @@ class TcpConnection:
 
     def available(self) -> int:
         """Received in-order bytes waiting to be read."""
-        return len(self._rcvbuf)
+        return self._rcv_len
 
     def recv(self, max_bytes: int = -1) -> bytes:
         """Take up to ``max_bytes`` (all when negative) received bytes; b"" when none."""
-        buf = self._rcvbuf
-        if not buf:
+        q = self._rcvq
+        if not q:
             return b""
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data = bytes(buf)
-            buf.clear()
+        if max_bytes < 0 or max_bytes >= self._rcv_len:
+            data = q[0] if len(q) == 1 and isinstance(q[0], bytes) else b"".join(q)
+            q.clear()
+            self._rcv_len = 0
         else:
-            data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
+            parts: list[bytes | memoryview] = []
+            need = max_bytes
+            while need:
+                head = q[0]
+                if len(head) <= need:
+                    parts.append(q.popleft())
+                    need -= len(head)
+                else:
+                    parts.append(head[:need])
+                    q[0] = head[need:]
+                    need = 0
+            data = b"".join(parts)
+            self._rcv_len -= max_bytes
         self._window_opened()
-        return data
+        return bytes(data)
 
     def recv_into(self, dest: memoryview | bytearray) -> int:
         """Copy received bytes into ``dest``; returns the count."""
-        buf = self._rcvbuf
-        n = min(len(buf), len(dest))
-        if n:
-            dest[:n] = buf[:n]
-            del buf[:n]
+        q = self._rcvq
+        total = min(self._rcv_len, len(dest))
+        pos = 0
+        while pos < total:
+            head = q[0]
+            n = min(len(head), total - pos)
+            dest[pos:pos + n] = head[:n]
+            if n == len(head):
+                q.popleft()
+            else:
+                q[0] = head[n:]
+            pos += n
+        if total:
+            self._rcv_len -= total
             self._window_opened()
-        return n
+        return total
 
     def close(self, now: float) -> None:
         """Close our direction: FIN after the queued data (RFC 9293 §3.10.4)."""
@@ -287,7 +312,7 @@ class TcpConnection:
 
     def _rcv_window(self) -> int:
         """Window to advertise (bytes): buffer space, never shrinking the right edge."""
-        space = self.config.rcvbuf - len(self._rcvbuf) - self._ooo_bytes
+        space = self.config.rcvbuf - self._rcv_len - self._ooo_bytes
         space = max(0, space)
         # Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): do not advertise tiny openings.
         if space < min(self.config.rcvbuf // 2, self.mss_local):
@@ -300,7 +325,7 @@ class TcpConnection:
         # A read opened space: announce it if it moved the edge by 2 MSS or half the buffer.
         if self._fin_received:
             return
-        space = self.config.rcvbuf - len(self._rcvbuf) - self._ooo_bytes
+        space = self.config.rcvbuf - self._rcv_len - self._ooo_bytes
         edge = sq.diff(self._rcv_adv, self.rcv_nxt)
         if space - edge >= min(2 * self.mss_local, self.config.rcvbuf // 2):
             self._ack_pending = True
@@ -807,7 +832,13 @@ class TcpConnection:
         if len(payload) > room:
             payload = payload[:room]
         if seqno == self.rcv_nxt:
-            self._rcvbuf += payload
+            n = len(payload)
+            # Keep a view of the frame when it is immutable and mostly payload (a peer
+            # sending tiny segments must not pin whole frames in memory); else copy.
+            frame = payload.obj
+            keep = isinstance(frame, bytes) and n * 4 >= len(frame)
+            self._rcvq.append(payload if keep else bytes(payload))
+            self._rcv_len += n
             self.rcv_nxt = sq.add(self.rcv_nxt, len(payload))
             c["bytes_in"] += len(payload)
             if self._ooo:
@@ -865,7 +896,8 @@ class TcpConnection:
                 break
             self._ooo.pop(0)
             if off < len(d):
-                self._rcvbuf += memoryview(d)[off:]
+                self._rcvq.append(memoryview(d)[off:])
+                self._rcv_len += len(d) - off
                 self.rcv_nxt = sq.add(s, len(d))
                 self._c["bytes_in"] += len(d) - off
         self._ooo_bytes = sum(len(d) for _, d in self._ooo)

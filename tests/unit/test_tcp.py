@@ -344,3 +344,18 @@ def test_backpressure_window_follows_consumer() -> None:
         sim.step()
     assert cb.available() <= 32 * 1024  # never more than the buffer
     assert sq.diff(ca.snd_max, ca.snd_una) <= 32 * 1024 + 1448
+
+
+def test_partial_reads_across_received_segments() -> None:
+    sim, ca, cb = pair()
+    data = bytes(range(256)) * 40  # 10240 bytes: several segments
+    ca.send(data)
+    sim.run_until(lambda: cb.available() == len(data))
+    assert cb.recv(1) == data[:1]
+    assert cb.recv(1500) == data[1:1501]
+    buf = bytearray(3000)
+    assert cb.recv_into(buf) == 3000
+    assert bytes(buf) == data[1501:4501]
+    assert cb.available() == len(data) - 4501
+    assert cb.recv() == data[4501:]
+    assert cb.available() == 0 and cb.recv() == b""
