@@ -129,6 +129,7 @@ class QemuVm:
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="bootinit-qemu-") if workdir is None
                             else workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.serial_path = self.workdir / "serial.log"
         self.qmp_path: Path | None = self.workdir / "qmp.sock" if cfg.qmp else None
         self.log_path = self.workdir / "qemu.log"
