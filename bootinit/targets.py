@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from netstack import netns as nsh
 
@@ -411,7 +412,73 @@ def shutdown_tgtd(pid: int, ipc_socket: Path, control_port: int, netns: str | No
             path.unlink()
 
 
-class Tgtd:
+class _TargetDaemon:
+    """What tgtd and istgt control share: the process, its files, the lifecycle.
+
+    Subclasses set ``_proc``, ``_files`` and ``_dir`` and define ``start()``, ``stop()``
+    and ``close()``; ``kill()``/``restart()`` and the context manager come from here.
+    """
+
+    _proc: nsh.NetnsProcess | None
+    _files: _LunFiles
+    _dir: Path | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop; remove the LUN files created and the private directory."""
+        try:
+            self.stop()
+        finally:
+            self._files.remove()
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
+
+    @property
+    def pid(self) -> int | None:
+        """The daemon's PID while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.alive() else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the daemon is running."""
+        return self._proc is not None and self._proc.alive()
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (fault injection: sessions die without a logout)."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        kill_pid(proc.pid, proc.proc)
+
+    def restart(self, kill: bool = False) -> None:
+        """Stop (or SIGKILL when ``kill``) and start again with the same configuration."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            try:
+                self.start()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Tgtd(_TargetDaemon):
     """A tgtd in ``netns`` serving iSCSI on ``listen`` (address, port).
 
     ``tgtd -f -C <control_port> --iscsi portal=127.0.0.1:<bootstrap>`` is started with
@@ -459,16 +526,6 @@ class Tgtd:
     def log_path(self) -> Path:
         """tgtd's stdout/stderr."""
         return self.directory / "tgtd.log"
-
-    @property
-    def pid(self) -> int | None:
-        """tgtd's PID while it runs."""
-        return self._proc.pid if self._proc is not None and self._proc.alive() else None
-
-    @property
-    def running(self) -> bool:
-        """Whether tgtd is running."""
-        return self._proc is not None and self._proc.alive()
 
     @property
     def popen(self) -> subprocess.Popen[bytes] | None:
@@ -562,44 +619,6 @@ class Tgtd:
         proc, self._proc = self._proc, None
         shutdown_tgtd(proc.pid, self.ipc_socket, self.control_port, self.netns, timeout,
                       proc.proc)
-
-    def kill(self) -> None:
-        """SIGKILL tgtd (fault injection: sessions die without a logout)."""
-        if self._proc is None:
-            return
-        proc, self._proc = self._proc, None
-        kill_pid(proc.pid, proc.proc)
-
-    def restart(self, kill: bool = False) -> None:
-        """Stop (or SIGKILL when ``kill``) and start again with the same configuration."""
-        if kill:
-            self.kill()
-        else:
-            self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop tgtd; remove the LUN files it created and its private directory."""
-        try:
-            self.stop()
-        finally:
-            self._files.remove()
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
-
-    def __enter__(self) -> Tgtd:
-        if not self.running:
-            try:
-                self.start()
-            except BaseException:
-                self.close()
-                raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # -- configuration -----------------------------------------------------------------
     def add_target(self, iqn: str, luns: Sequence[LunSpec] = (), *, tid: int | None = None,
@@ -783,7 +802,7 @@ class Tgtd:
 _QUOTE_BAD = re.compile(r'["\\\s]')
 
 
-class Istgt:
+class Istgt(_TargetDaemon):
     """An istgt in ``netns`` serving one target with ``luns`` as LUN 0, 1, ...
 
     The configuration lives in a private directory (``istgt.conf``, ``auth.conf``);
@@ -848,16 +867,6 @@ class Istgt:
     def log_path(self) -> Path:
         """istgt's stdout/stderr."""
         return self.directory / "istgt.log"
-
-    @property
-    def pid(self) -> int | None:
-        """istgt's PID while it runs."""
-        return self._proc.pid if self._proc is not None and self._proc.alive() else None
-
-    @property
-    def running(self) -> bool:
-        """Whether istgt is running."""
-        return self._proc is not None and self._proc.alive()
 
     @property
     def created_files(self) -> list[Path]:
@@ -957,42 +966,4 @@ class Istgt:
             if not wait_pid_gone(proc.pid, timeout, proc.proc):
                 kill_pid(proc.pid, proc.proc)
         proc.proc.wait(timeout=5)
-
-    def kill(self) -> None:
-        """SIGKILL istgt (fault injection)."""
-        if self._proc is None:
-            return
-        proc, self._proc = self._proc, None
-        kill_pid(proc.pid, proc.proc)
-
-    def restart(self, kill: bool = False) -> None:
-        """Stop (or SIGKILL when ``kill``) and start again with the same configuration."""
-        if kill:
-            self.kill()
-        else:
-            self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop istgt; remove the LUN files it created and its private directory."""
-        try:
-            self.stop()
-        finally:
-            self._files.remove()
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
-
-    def __enter__(self) -> Istgt:
-        if not self.running:
-            try:
-                self.start()
-            except BaseException:
-                self.close()
-                raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
