@@ -136,7 +136,10 @@ class IscsiConnection:
             self._made = True
             s.connection_made(now)
         if self._made and conn.available():
-            s.receive(conn.recv(), now)
+            for chunk in conn.recv_chunks():  # views into the frames: Data-In is copied
+                s.receive(chunk, now)         # once, from the frame to its buffer
+                if conn is not self.conn:
+                    break
         if conn is self.conn and (conn.error is not None or conn.closed or conn.eof):
             reason = conn.error.reason if conn.error is not None else (
                 "closed by the target" if self._made else "closed")

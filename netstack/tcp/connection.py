@@ -257,6 +257,17 @@ class TcpConnection:
         self._window_opened()
         return bytes(data)
 
+    def recv_chunks(self) -> list[bytes | memoryview]:
+        """Take every received byte as the pieces it arrived in (views into the frames,
+        no copy): for a consumer that parses incrementally."""
+        if not self._rcvq:
+            return []
+        out = list(self._rcvq)
+        self._rcvq.clear()
+        self._rcv_len = 0
+        self._window_opened()
+        return out
+
     def recv_into(self, dest: memoryview | bytearray) -> int:
         """Copy received bytes into ``dest``; returns the count."""
         q = self._rcvq

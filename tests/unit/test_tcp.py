@@ -359,3 +359,13 @@ def test_partial_reads_across_received_segments() -> None:
     assert cb.available() == len(data) - 4501
     assert cb.recv() == data[4501:]
     assert cb.available() == 0 and cb.recv() == b""
+
+
+def test_recv_chunks_hands_over_the_pieces() -> None:
+    sim, ca, cb = pair()
+    data = bytes(range(256)) * 40
+    ca.send(data)
+    sim.run_until(lambda: cb.available() == len(data))
+    chunks = cb.recv_chunks()
+    assert len(chunks) > 1 and b"".join(chunks) == data
+    assert cb.available() == 0 and cb.recv_chunks() == []
