@@ -19,19 +19,28 @@ IPv4 output:
   address is a conflict (§2.4), counted and defended with one announcement per
   ``defend_interval`` (§2.4 (b)); probes for our address (sender 0.0.0.0, §2.1.1) are
   answered;
-- static entries never expire and are never changed by received packets.
+- static entries never expire and are never changed by received packets;
+- the address can change at runtime (:meth:`ArpLayer.set_ip`, DHCP): while it is
+  0.0.0.0 (unconfigured, RFC 2131 before BOUND) nothing is answered, announced or
+  claimed, and existing entries are only refreshed;
+- :class:`ArpProbe` (RFC 5227 §2.1.1) checks that an address is free before it is used:
+  :meth:`ArpLayer.probe` sends probes (sender IP 0.0.0.0) and watches every received
+  ARP packet for the address; :attr:`ArpProbe.result` says ``"clear"`` or
+  ``"conflict"`` when done.
 
 Counters (layer ``arp``): ``requests_in``, ``replies_in``, ``requests_out``,
 ``replies_out``, ``announcements_out``, ``resolved``, ``timeouts``, ``queued``,
 ``queue_overflow``, ``queue_dropped``, ``pending_overflow``, ``cache_changes`` (a packet
 changed an entry's MAC), ``static_conflicts``, ``conflicts``, ``defended``, ``probes_in``,
-``learned``, ``refreshes``, ``expired``, ``evicted``, ``own``, ``other_target`` and the
-drops ``short``, ``bad_header``, ``bad_op``, ``bad_sender``.
+``learned``, ``refreshes``, ``expired``, ``evicted``, ``own``, ``other_target``,
+``probes_out``, ``probe_conflicts``, ``unconfigured`` (packets seen without an address)
+and the drops ``short``, ``bad_header``, ``bad_op``, ``bad_sender``.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import struct
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -46,6 +55,8 @@ __all__ = [
     "ArpConfig",
     "ArpEntry",
     "ArpLayer",
+    "ArpProbe",
+    "ProbeConfig",
     "build_arp",
 ]
 
@@ -89,6 +100,63 @@ class ArpConfig:
     announce_interval: float = 2.0
     #: RFC 5227 §2.4 DEFEND_INTERVAL.
     defend_interval: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """RFC 5227 §1.1 timing of an address probe (defaults are the RFC's constants).
+
+    A probe takes ``wait`` + about ``num`` * ``interval`` + ``announce_wait`` seconds:
+    about 7 s with the RFC values, which a boot loader may shorten (:meth:`fast`).
+    """
+
+    #: PROBE_WAIT: a random delay in [0, wait) before the first probe.
+    wait: float = 1.0
+    #: PROBE_NUM probes, PROBE_MIN..PROBE_MAX seconds apart.
+    num: int = 3
+    min_interval: float = 1.0
+    max_interval: float = 2.0
+    #: ANNOUNCE_WAIT: listening time after the last probe.
+    announce_wait: float = 2.0
+
+    @classmethod
+    def fast(cls) -> ProbeConfig:
+        """A shortened probe (~1 s) for interactive commands and tests."""
+        return cls(wait=0.1, num=2, min_interval=0.2, max_interval=0.3, announce_wait=0.4)
+
+
+class ArpProbe:
+    """One RFC 5227 §2.1.1 probe of ``ip``: probes out, watch for a conflict.
+
+    A conflict is any ARP packet (request or reply) whose sender IP is ``ip``, or a probe
+    for ``ip`` from another host (§2.1.1 "if the host receives any ARP packet ... where
+    the packet's 'sender IP address' is the address being probed ... [or] any ARP Probe
+    where the packet's 'target IP address' is the address being probed for, and the
+    packet's 'sender hardware address' is not the hardware address of any of the host's
+    interfaces").
+    """
+
+    __slots__ = ("config", "conflict_mac", "ip", "next_at", "result", "sent")
+
+    def __init__(self, ip: bytes, now: float, config: ProbeConfig,
+                 rng: random.Random) -> None:
+        self.ip = ip
+        self.config = config
+        self.sent = 0
+        self.result: str | None = None  # None while running, "clear" or "conflict"
+        self.conflict_mac: bytes | None = None
+        self.next_at = now + rng.uniform(0.0, config.wait)
+
+    def observe(self, sha: bytes, spa: bytes, tpa: bytes, my_mac: bytes) -> bool:
+        """Check one received ARP packet; True when it is a conflict."""
+        if self.result is not None or sha == my_mac:
+            return False
+        if spa == self.ip or (spa == _ZERO_IP and tpa == self.ip):
+            self.result = "conflict"
+            self.conflict_mac = sha
+            self.next_at = math.inf
+            return True
+        return False
 
 
 class ArpEntry:
@@ -139,11 +207,55 @@ class ArpLayer:
         self._announce_at = math.inf
         self._last_defend = -math.inf
         self._refresh_window = cfg.retry_interval * cfg.max_tries
+        self._probe: ArpProbe | None = None
+        self._rng = random.Random()
         for name in ("requests_in", "replies_in", "requests_out", "replies_out",
                      "resolved", "timeouts", "cache_changes", "queue_dropped"):
             counters[name] += 0
         for ip_b, mac in (static or {}).items():
             self.add_static(ip_b, mac)
+
+    # -------------------------------------------------------------- address
+    def set_ip(self, ip: bytes) -> None:
+        """Our address changed (DHCP); 0.0.0.0 means unconfigured. Announcements still
+        pending for the old address are cancelled (call :meth:`start` to announce)."""
+        if len(ip) != 4:
+            raise ValueError("an IPv4 address is 4 bytes")
+        self.ip = ip
+        self._announce_left = 0
+        self._announce_at = math.inf
+
+    def probe(self, ip: bytes, now: float, config: ProbeConfig | None = None,
+              rng: random.Random | None = None) -> ArpProbe:
+        """Start probing ``ip`` (RFC 5227 §2.1.1); replaces a probe in progress."""
+        self._probe = ArpProbe(ip, now, config or ProbeConfig(), rng or self._rng)
+        return self._probe
+
+    def cancel_probe(self) -> None:
+        """Forget the probe in progress (if any)."""
+        self._probe = None
+
+    def _send_probe(self, p: ArpProbe) -> None:
+        # RFC 5227 §2.1.1: sender hardware ours, sender IP zero, target hardware zero.
+        self._c["probes_out"] += 1
+        self._out.append(self.eth.header(BROADCAST, ETHERTYPE_ARP) + build_arp(
+            OP_REQUEST, self.mac, _ZERO_IP, _ZERO_MAC, p.ip))
+
+    def _probe_tick(self, p: ArpProbe, now: float) -> None:
+        if p.result is not None or now < p.next_at:
+            return
+        cfg = p.config
+        if p.sent < cfg.num:
+            self._send_probe(p)
+            p.sent += 1
+            if p.sent < cfg.num:
+                p.next_at = now + self._rng.uniform(cfg.min_interval, cfg.max_interval)
+            else:
+                p.next_at = now + cfg.announce_wait
+            return
+        p.result = "clear"
+        p.next_at = math.inf
+        self._probe = None
 
     # ------------------------------------------------------------------ cache
     def add_static(self, ip: bytes, mac: bytes) -> None:
@@ -285,7 +397,19 @@ class ArpLayer:
         if sha[0] & 1 or sha == _ZERO_MAC:
             c["bad_sender"] += 1  # never learn a group or null hardware address
             return
+        p = self._probe
+        if p is not None and p.observe(sha, spa, tpa, self.mac):
+            c["probe_conflicts"] += 1
+            self._probe = None
         my_ip = self.ip
+        if my_ip == _ZERO_IP:
+            # Unconfigured: claim nothing, answer nothing; refresh what we know.
+            c["unconfigured"] += 1
+            e0 = self._cache.get(spa)
+            if e0 is not None:
+                self._confirm(spa, e0, sha, now)
+                self._resolved(spa, e0)
+            return
         if spa == my_ip:
             self._conflict(now)
             return
@@ -339,7 +463,7 @@ class ArpLayer:
     def start(self, now: float) -> None:
         """Announce our address (RFC 5227 §2.3): one now, the rest at the interval."""
         n = self.config.announce_count
-        if n <= 0:
+        if n <= 0 or self.ip == _ZERO_IP:
             return
         self._announce()
         self._announce_left = n - 1
@@ -349,6 +473,8 @@ class ArpLayer:
     def next_deadline(self) -> float | None:
         """The earliest retry, refresh, expiry, give-up or announcement time."""
         t = self._announce_at
+        if self._probe is not None and self._probe.next_at < t:
+            t = self._probe.next_at
         for p in self._pending.values():
             if p.next_try < t:
                 t = p.next_try
@@ -364,6 +490,8 @@ class ArpLayer:
         """Retry requests, give up on silent destinations, expire unconfirmed entries."""
         cfg = self.config
         c = self._c
+        if self._probe is not None:
+            self._probe_tick(self._probe, now)
         if now >= self._announce_at:
             self._announce()
             self._announce_left -= 1

@@ -9,8 +9,18 @@ interface).
 
 Receive: Ethernet filter (:mod:`netstack.ethernet`) → ARP (:mod:`netstack.arp`) or IPv4
 (:mod:`netstack.ipv4`, with reassembly) → protocol 6 to the transport's ``receive``,
-protocol 1 to ICMP (:mod:`netstack.icmp`, echo answered here), others counted as
-``ip.unknown_protocol``. Bad input never raises: each layer counts the reason and drops
+protocol 1 to ICMP (:mod:`netstack.icmp`, echo answered here), protocol 17 to
+:attr:`Interface.udp` (:mod:`netstack.udp`, ports bound by e.g. the DHCP client),
+others counted as ``ip.unknown_protocol``.
+
+Address at runtime (DHCP, RFC 2131): the interface may start *unconfigured*
+(``ip=UNCONFIGURED``, 0.0.0.0/32). Then it sends from 0.0.0.0 (to the limited broadcast),
+accepts UDP to any unicast address (the offer may be unicast to the offered address
+before we own it, RFC 2131 §4.1) but nothing else, answers no ARP and no ping.
+:meth:`Interface.set_address` configures (or changes, on renewal) address, gateway and
+MTU; :meth:`Interface.clear_address` returns to unconfigured (lease expired).
+
+Bad input never raises: each layer counts the reason and drops
 the frame; an unexpected exception (a bug, possibly in the transport) is counted as
 ``eth.internal_errors`` and kept in :attr:`Interface.last_error`, and re-raised only when
 the configuration says ``strict`` (tests do).
@@ -50,12 +60,17 @@ from netstack.ipv4 import (
     MAX_PAYLOAD,
     PROTO_ICMP,
     PROTO_TCP,
+    PROTO_UDP,
     Ipv4Layer,
     ReassemblyConfig,
 )
 from netstack.link.base import BytesLike
+from netstack.udp import UdpLayer
 
-__all__ = ["Interface", "InterfaceConfig", "TransportLayer"]
+__all__ = ["UNCONFIGURED", "Interface", "InterfaceConfig", "TransportLayer"]
+
+#: The address of an interface that has none yet (DHCP in progress).
+UNCONFIGURED = ipaddress.IPv4Interface("0.0.0.0/32")
 
 
 class TransportLayer(Protocol):
@@ -127,6 +142,8 @@ class Interface:
         self.arp = ArpLayer(self.eth, self.ip, self.counters.layer("arp"), self._out,
                             config.arp, static)
         self.icmp = IcmpLayer(self.counters.layer("icmp"))
+        self.udp = UdpLayer(self.counters.layer("udp"), strict=config.strict)
+        self._link_mtu = config.mtu
         self._bcast_hdr = self.eth.header(BROADCAST, ETHERTYPE_IPV4)
         self._route_dst = b""
         self._route_nh: bytes | None = None
@@ -135,6 +152,52 @@ class Interface:
     def mss(self) -> int:
         """The TCP MSS this MTU allows (RFC 9293 §3.7.1: MTU - 40)."""
         return self.mtu - 40
+
+    @property
+    def configured(self) -> bool:
+        """Whether the interface has an address (not 0.0.0.0)."""
+        return self.ip != b"\0\0\0\0"
+
+    @property
+    def address(self) -> ipaddress.IPv4Interface:
+        """Our address and prefix (``UNCONFIGURED`` when there is none)."""
+        return self.ipv4.address
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address | None:
+        """The default gateway in use."""
+        gw = self.ipv4.gateway
+        return None if gw is None else ipaddress.IPv4Address(gw)
+
+    def set_address(self, ip: ipaddress.IPv4Interface,
+                    gateway: ipaddress.IPv4Address | None, now: float,
+                    mtu: int | None = None) -> None:
+        """Configure (or change) address, gateway and MTU at runtime (a DHCP lease).
+
+        ``mtu`` (DHCP option 26) may lower the MTU below the link's, never raise it. A new
+        address is announced (RFC 5227 §2.3); connections on an old address are left to
+        fail on their own (their segments no longer match).
+        """
+        new_mtu = self._link_mtu if mtu is None else max(68, min(mtu, self._link_mtu))
+        changed = ip != self.ipv4.address
+        self.ipv4.set_address(ip, gateway, new_mtu)
+        self.ip = ip.ip.packed
+        self.mtu = new_mtu
+        self._route_dst = b""
+        self._route_nh = None
+        self.arp.set_ip(self.ip)
+        tcp = self.tcp
+        if tcp is not None:
+            if hasattr(tcp, "local_ip"):
+                tcp.local_ip = self.ip
+            if hasattr(tcp, "mss"):
+                tcp.mss = new_mtu - 40
+        if changed and self.configured:
+            self.arp.start(now)
+
+    def clear_address(self) -> None:
+        """Back to unconfigured (lease expired or refused): 0.0.0.0, no gateway."""
+        self.set_address(UNCONFIGURED, None, 0.0, self._link_mtu)
 
     def attach_tcp(self, tcp: TransportLayer) -> None:
         """Bind the transport that receives protocol 6 and whose output is sent."""
@@ -156,8 +219,12 @@ class Interface:
                     return
                 proto, src, dst, payload, bcast = r
                 tcp = self.tcp
-                if proto == PROTO_TCP and tcp is not None and not bcast:
+                if not self.configured and proto != PROTO_UDP:
+                    self._c_ip["unconfigured"] += 1  # only DHCP until we have an address
+                elif proto == PROTO_TCP and tcp is not None and not bcast:
                     tcp.receive(src, dst, payload, now)
+                elif proto == PROTO_UDP:
+                    self.udp.receive(src, dst, payload, bcast, now)
                 else:
                     self._deliver_other(proto, src, payload, bcast, now)
             elif ethertype == ETHERTYPE_ARP:
@@ -227,6 +294,12 @@ class Interface:
         else:
             for p in packets:
                 self.arp.enqueue(nh, p, now)
+
+    def send_udp(self, dst: bytes, sport: int, dport: int, payload: BytesLike,
+                 now: float) -> None:
+        """Send one UDP datagram from our address (0.0.0.0 while unconfigured)."""
+        self.send_ip(dst, PROTO_UDP, self.udp.build(self.ip, dst, sport, dport, payload),
+                     now, df=False)
 
     def ping(self, dst: ipaddress.IPv4Address | bytes, ident: int, seq: int,
              data: bytes, now: float) -> None:

@@ -274,10 +274,24 @@ class Ipv4Layer:
                  gateway: ipaddress.IPv4Address | None, mtu: int,
                  counters: defaultdict[str, int],
                  reassembly: ReassemblyConfig | None = None, ident: int = 0) -> None:
+        self._c = counters
+        self.set_address(address, gateway, mtu)
+        self._ident = ident & 0xFFFF
+        self.reassembler = Reassembler(counters, reassembly)
+        for name in ("in", "out", "delivered", "bad_checksum", "bad_header", "truncated",
+                     "not_for_us", "no_route"):
+            counters[name] += 0
+
+    def set_address(self, address: ipaddress.IPv4Interface,
+                    gateway: ipaddress.IPv4Address | None, mtu: int) -> None:
+        """(Re)configure address, gateway and MTU. Address 0.0.0.0 is *unconfigured*
+        (RFC 2131 before BOUND): unicast datagrams to any address are accepted then, as
+        a DHCP reply may be unicast to the address being offered (RFC 2131 §4.1)."""
         if mtu < 68:
             raise ValueError("an IPv4 MTU is at least 68 bytes (RFC 791 §3.2)")
         self.address = address
         self.ip = address.ip.packed
+        self.unconfigured = self.ip == b"\0\0\0\0"
         self.mtu = mtu
         net = address.network
         self._net = int(net.network_address)
@@ -286,13 +300,7 @@ class Ipv4Layer:
         self.broadcast = (net.broadcast_address.packed if net.prefixlen < 31
                           else LIMITED_BROADCAST)
         self.gateway = gateway.packed if gateway is not None else None
-        self._c = counters
-        self._ident = ident & 0xFFFF
         self._hsum = header_checksum_sum(self.ip, b"\0\0\0\0") + 0x4500
-        self.reassembler = Reassembler(counters, reassembly)
-        for name in ("in", "out", "delivered", "bad_checksum", "bad_header", "truncated",
-                     "not_for_us", "no_route"):
-            counters[name] += 0
 
     # ---------------------------------------------------------------- receive
     def receive(self, pkt: memoryview, link_broadcast: bool,
@@ -346,6 +354,9 @@ class Ipv4Layer:
                 return None
         elif dst == LIMITED_BROADCAST or dst == self.broadcast:
             bcast = True
+        elif self.unconfigured and 0 < dst[0] < 224:
+            bcast = False  # possibly the address being offered to us
+            c["unconfigured_unicast"] += 1
         else:
             c["not_for_us"] += 1
             return None

@@ -287,12 +287,14 @@ def test_too_big_with_df_is_dropped() -> None:
 
 def test_unknown_protocol_ethertype_broadcast_tcp_and_no_transport() -> None:
     iface, t = make()
+    iface.receive_frame(to_us(IP(src=PEER_IP, dst=OUR_IP, proto=47) / Raw(b"gre")), 0.0)
     iface.receive_frame(to_us(IP(src=PEER_IP, dst=OUR_IP) / UDP(sport=1, dport=2)), 0.0)
     iface.receive_frame(to_us(IPv6() / Raw(b"x")), 0.0)
     iface.receive_frame(bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=PEER_MAC)
                               / IP(src=PEER_IP, dst="255.255.255.255") / TCP()), 0.0)
     c = iface.counters_dict()
     assert c["ip"]["unknown_protocol"] == 1
+    assert c["udp"]["no_port"] == 1  # UDP is known, but no port is bound
     assert c["eth"]["unknown_ethertype"] == 1
     assert c["ip"]["broadcast_tcp"] == 1
     assert t.received == []
