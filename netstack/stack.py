@@ -16,6 +16,7 @@ synchronous calls wrap its asynchronous ones.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ from netstack.loop import Loop, LoopTimeout
 from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError
 from netstack.tcp.layer import TcpLayer
 
-#: Most frames handled per wake-up before output is flushed (keeps ACKs flowing).
+#: Most frames (and bytes) handled per wake-up before output is flushed: one ACK per
+#: batch, and a batch small enough that the sender never waits for it (ACK clocking).
 MAX_BATCH = 64
+MAX_BATCH_BYTES = 512 * 1024
 
 
 @dataclass(slots=True)
@@ -72,10 +75,16 @@ class NetStack:
         self.iface.start(self.loop.time())
         self._flush()
 
-    def close(self) -> None:
-        """Abort every connection, flush the RSTs, leave the loop (the link stays open)."""
+    def close(self, grace: float = 1.0) -> None:
+        """Give closing connections up to ``grace`` seconds to finish their FIN exchange,
+        abort the rest (RST), leave the loop (the link stays open)."""
         if self._closed or not self._started:
             return
+        closing = ("FIN_WAIT_1", "CLOSING", "LAST_ACK")
+        with contextlib.suppress(LoopTimeout):
+            self.loop.run_until(
+                lambda: not any(c.state.name in closing for c in self.tcp.connections()),
+                grace, "closing connections")
         now = self.loop.time()
         for conn in self.tcp.connections():
             if not conn.closed:
@@ -98,11 +107,15 @@ class NetStack:
         link = self.link
         iface = self.iface
         now = self.loop.time()
+        budget = MAX_BATCH_BYTES
         for _ in range(MAX_BATCH):
             frame = link.recv()
             if frame is None:
                 break
             iface.receive_frame(frame, now)
+            budget -= len(frame)
+            if budget <= 0:
+                break
 
     def next_deadline(self) -> float | None:
         """For the loop: the interface's earliest deadline (ARP, IP, TCP)."""

@@ -146,7 +146,9 @@ class IscsiConnection:
             self.conn = None
             self._made = False
             conn.callback = None
-            if not conn.closed:
+            if conn.error is None and conn.eof and conn.connected:
+                conn.close(now)  # the target closed first (e.g. after logout): FIN back
+            elif not conn.closed:
                 conn.abort(now)
             s.connection_lost(reason, now)
         self.service(now)
