@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from netstack.counters import Counters
-from netstack.interface import Interface, InterfaceConfig
+from netstack.dhcp import DhcpClient, DhcpConfig, DhcpEvent, InterfaceDhcp, Lease
+from netstack.interface import UNCONFIGURED, Interface, InterfaceConfig
 from netstack.link.base import Link
 from netstack.loop import Loop, LoopTimeout
 from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError
@@ -39,9 +41,16 @@ class StackConfig:
     """What the stack needs besides the link."""
 
     mac: bytes
-    ip: ipaddress.IPv4Interface
+    #: Our address; ``UNCONFIGURED`` (0.0.0.0) until DHCP gives one (``dhcp``).
+    ip: ipaddress.IPv4Interface = UNCONFIGURED
     gateway: ipaddress.IPv4Address | None = None
     tcp: TcpConfig | None = None
+    #: Get the address by DHCP (RFC 2131): True for the defaults, or a DhcpConfig.
+    dhcp: DhcpConfig | bool = False
+    #: 802.1Q VLAN ID to tag with and accept (the IP MTU shrinks by the 4-byte tag).
+    vlan: int | None = None
+    #: Seed of the DHCP client's randomness (xid, jitter); None: from the OS.
+    seed: int | None = None
 
 
 class NetStack:
@@ -53,12 +62,22 @@ class NetStack:
         self.link = link
         self.config = config
         self.counters = counters if counters is not None else Counters()
+        if config.vlan is not None and not 1 <= config.vlan <= 4094:
+            raise ValueError(f"VLAN ID {config.vlan}: must be 1..4094 (802.1Q)")
+        mtu = link.mtu - (4 if config.vlan is not None else 0)
         self.iface = Interface(InterfaceConfig(mac=config.mac, ip=config.ip,
-                                               gateway=config.gateway, mtu=link.mtu),
+                                               gateway=config.gateway, mtu=mtu,
+                                               vlan=config.vlan),
                                counters=self.counters)
-        self.tcp = TcpLayer(config.ip.ip.packed, mss=link.mtu - 40,
+        self.tcp = TcpLayer(config.ip.ip.packed, mss=mtu - 40,
                             counters=self.counters)
         self.iface.attach_tcp(self.tcp)
+        self.dhcp: InterfaceDhcp | None = None
+        if config.dhcp is not False:
+            dcfg = config.dhcp if isinstance(config.dhcp, DhcpConfig) else DhcpConfig()
+            client = DhcpClient(config.mac, dcfg, random.Random(config.seed),
+                                self.counters.layer("dhcp"))
+            self.dhcp = InterfaceDhcp(self.iface, client)
         self.tcp_config = config.tcp or TcpConfig()
         self._started = False
         self._closed = False
@@ -73,6 +92,9 @@ class NetStack:
         self.loop.add_deadline_source(self)
         self.loop.add_idle(self._flush)
         self.iface.start(self.loop.time())
+        if self.dhcp is not None:
+            self.loop.add_deadline_source(self.dhcp)
+            self.dhcp.start(self.loop.time())
         self._flush()
 
     def close(self, grace: float = 1.0) -> None:
@@ -92,6 +114,9 @@ class NetStack:
         self._flush()
         self.loop.remove_idle(self._flush)
         self.loop.remove_deadline_source(self)
+        if self.dhcp is not None:
+            self.dhcp.stop()
+            self.loop.remove_deadline_source(self.dhcp)
         self.loop.remove_link(self.link)
         self._closed = True
 
@@ -141,6 +166,25 @@ class NetStack:
                 break
 
     # ------------------------------------------------------------------ API
+    @property
+    def lease(self) -> Lease | None:
+        """The DHCP lease in use (None without DHCP or before the first)."""
+        return self.dhcp.lease if self.dhcp is not None else None
+
+    def wait_configured(self, timeout: float = 30.0) -> Lease | None:
+        """Run the loop until the interface has an address (the DHCP lease, or None when
+        the address was configured statically). Raises :class:`LoopTimeout` naming DHCP."""
+        if self.dhcp is None:
+            return None
+        dhcp = self.dhcp
+        self.loop.run_until(lambda: dhcp.lease is not None and self.iface.configured,
+                            timeout, "a DHCP lease (DISCOVER/OFFER/REQUEST/ACK)")
+        return dhcp.lease
+
+    def dhcp_events(self) -> list[DhcpEvent]:
+        """Every lease event so far (bound, renewed, lost)."""
+        return list(self.dhcp.events) if self.dhcp is not None else []
+
     def connect(self, host: str | ipaddress.IPv4Address, port: int,
                 config: TcpConfig | None = None) -> TcpConnection:
         """Start an active open; returns at once (see :meth:`open_stream` to wait)."""
