@@ -1352,7 +1352,17 @@ class Session:
                 return
             raise TargetProtocolError("InitiatorTaskTag", f"0x{pdu.itt:08x}",
                                       "Text Response for no text exchange")
-        step = op.exchange.receive_targets(pdu)
+        try:
+            step = op.exchange.receive_targets(pdu)
+        except IscsiError as e:
+            # The PDU was well formed, so the stream is in sync: only this exchange is
+            # broken (endless continuation, bad text). Fail it; a reconnect would replay
+            # it and the target would answer the same way.
+            self.counters.inc("errors", "text")
+            self._text_active = None
+            self._mark_stale(op.itt)
+            self._text_done(op, error=e)
+            return
         if isinstance(step, TextRequest):
             self._send_text_pdu(step)
             return
