@@ -9,6 +9,11 @@
 
 Non-blocking socket; every wait has a deadline and calls ``pump(seconds)`` meanwhile
 (pass one that runs the caller's loop, so an NBD server in it keeps serving QEMU).
+
+In a polling loop: watch :meth:`Qmp.fileno` and call :meth:`Qmp.poll` when it is
+readable (it returns the new events; replies stay queued for ``execute``, which may be
+running further up the stack through ``pump``). :meth:`Qmp.getfd` passes a descriptor
+to QEMU over SCM_RIGHTS (QMP ``getfd``) for ``protocol: "fd:NAME"`` arguments.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ class Qmp:
         self.events: list[dict[str, Any]] = []
         self.greeting: dict[str, Any] = {}
         self._buf = b""
+        self._inbox: list[dict[str, Any]] = []  # parsed, not yet seen by _next
 
     @classmethod
     def connect(cls, path: str | os.PathLike[str], timeout: float = 10.0,
@@ -78,41 +84,60 @@ class Qmp:
         return True
 
     def _messages(self) -> list[dict[str, Any]]:
-        out = []
+        """Parse whole lines into the inbox; returns the new events."""
+        new_events = []
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
             if line.strip():
                 msg = json.loads(line)
                 if "event" in msg:
                     self.events.append(msg)
-                out.append(msg)
-        return out
+                    new_events.append(msg)
+                self._inbox.append(msg)
+        return new_events
 
     def _next(self, pred: Callable[[dict[str, Any]], bool], timeout: float,
               what: str) -> dict[str, Any]:
         end = time.monotonic() + timeout
-        pending: list[dict[str, Any]] = []
         while True:
-            pending += self._messages()
-            for m in pending:
+            self._messages()
+            pending, self._inbox = self._inbox, []
+            for i, m in enumerate(pending):
                 if pred(m):
+                    self._inbox[:0] = pending[i + 1:]
                     return m
-            pending.clear()
             if not self._read():
                 left = end - time.monotonic()
                 if left <= 0:
                     raise QmpError(f"no QMP {what} within {timeout:g} s")
                 self.pump(min(left, 0.05))
 
+    def fileno(self) -> int:
+        """The socket's descriptor (watch it for reading in a loop; see :meth:`poll`)."""
+        return self.sock.fileno()
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Read whatever QEMU sent, without waiting; the events that arrived (also kept
+        in ``events``). Replies stay queued for :meth:`execute`."""
+        while self._read():
+            pass
+        return self._messages()
+
     def execute(self, command: str, arguments: dict[str, Any] | None = None,
-                timeout: float = 10.0) -> Any:
-        """Run ``command``; its ``return`` value, or :class:`QmpError` with QEMU's error."""
+                timeout: float = 10.0, fds: Sequence[int] = ()) -> Any:
+        """Run ``command``; its ``return`` value, or :class:`QmpError` with QEMU's error.
+        ``fds`` travel with the command as SCM_RIGHTS ancillary data."""
         msg: dict[str, Any] = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
+        data = json.dumps(msg).encode() + b"\n"
         self.sock.setblocking(True)
         try:
-            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+            if fds:
+                sent = socket.send_fds(self.sock, [data], list(fds))
+                self.sock.sendall(data[sent:])
+            else:
+                self.sock.sendall(data)
         except OSError as e:
             raise QmpError(f"QMP send: {e}") from e
         finally:
@@ -123,6 +148,11 @@ class Qmp:
             err = reply["error"]
             raise QmpError(f"{command}: {err.get('class')}: {err.get('desc')}")
         return reply["return"]
+
+    def getfd(self, fd: int, name: str) -> None:
+        """Hand ``fd`` to QEMU as ``name`` (QMP ``getfd``; then ``protocol: "fd:NAME"``).
+        QEMU holds its own copy: the caller may close ``fd`` afterwards."""
+        self.execute("getfd", {"fdname": name}, fds=[fd])
 
     def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
         """The first event ``name`` (already received or arriving within ``timeout``)."""
