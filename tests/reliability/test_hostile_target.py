@@ -235,7 +235,7 @@ def test_sequence_numbers_jumping_do_not_hang_or_break_the_window(kind: str) -> 
 
 @pytest.mark.parametrize("opcode", [0x1C, 0x2F, 0x3C, 0x3E, 0x02])
 def test_unknown_opcode_drops_the_connection_and_recovers(opcode: int) -> None:
-    t, h = setup()
+    _t, h = setup()
     s = h.session
     bhs = bytearray(48)
     bhs[0] = opcode
