@@ -1,8 +1,11 @@
 """The iSCSI commands of the CLI: discover, ls, inquiry, readcap, read, write, ping.
 
 Shaped like libiscsi's tools (iscsi-ls, iscsi-inq, iscsi-readcapacity16) and iscsiadm.
-Every command brings up bootinit's own stack on a TAP (the link options), logs in over
-it, does its work and logs out. Targets are libiscsi/QEMU URLs
+Every command brings up bootinit's own stack on a TAP or a passt/QEMU stream socket
+(the link options), logs in over it, does its work and logs out. With ``--dhcp`` the
+address comes from DHCP (RFC 2131), and a command given no target uses the lease's root
+path (option 17) and, unless ``--initiator-name``, its initiator name (option 203), as
+iPXE's ``sanboot`` does. Targets are libiscsi/QEMU URLs
 ``iscsi://[user[%secret]@]host[:port]/iqn/lun`` or iPXE root paths
 ``iscsi:host:proto:port:lun:iqn`` (RFC 4173); ``discover`` and ``ls`` also take a plain
 ``HOST[:PORT]``. CHAP secrets come from the URL, from ``--secret``, or from the
@@ -29,8 +32,11 @@ from bootinit.scsi.inquiry import PeripheralType
 from firmware_tables import UriError
 from firmware_tables.target import TargetSpec
 from firmware_tables.uri import format_iscsi_url, parse_target
+from netstack.arp import ProbeConfig
+from netstack.dhcp import DhcpConfig, Lease
+from netstack.interface import UNCONFIGURED
 from netstack.linkopts import LinkOptions, add_link_options, open_link
-from netstack.loop import Loop
+from netstack.loop import Loop, LoopTimeout
 from netstack.stack import NetStack, StackConfig
 
 Handler = Callable[[argparse.Namespace], int]
@@ -66,6 +72,8 @@ def net_options() -> argparse.ArgumentParser:
     g.add_argument("--queue-depth", metavar="N", type=int, help="commands in flight (32)")
     g.add_argument("--timeout", metavar="S", type=float, help="per-command timeout (30)")
     g.add_argument("--stats", action="store_true", help="print counters of every layer")
+    g.add_argument("--dhcp-timeout", metavar="S", type=float,
+                   help="seconds to wait for a DHCP lease with --dhcp (30)")
     for action in p._actions:
         action.default = argparse.SUPPRESS
     return p
@@ -76,6 +84,7 @@ _DEFAULTS: dict[str, Any] = {
     "mtu": None, "fault": None, "pcap": None, "tap": None, "initiator_name": None,
     "digest": "none", "user": None, "secret": None, "target_user": None,
     "target_secret": None, "queue_depth": None, "timeout": None, "stats": False,
+    "dhcp": False, "vlan": None, "passt": None, "qemu_stream": None, "dhcp_timeout": None,
 }
 
 
@@ -92,20 +101,66 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        if args.ip is None:
-            raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX")
-        self.link_opts = LinkOptions.from_args(args)
+        if args.ip is None and not args.dhcp:
+            raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX or --dhcp")
+        self.link_opts = opts = LinkOptions.from_args(args)
         self.loop = Loop()
-        self.link = open_link(self.link_opts, self.loop.time)
-        assert self.link_opts.ip is not None
+        self.link = open_link(opts, self.loop.time)
+        dhcp: DhcpConfig | bool = False
+        if opts.dhcp:
+            # A shortened RFC 5227 probe (~1 s instead of ~7 s): an interactive command.
+            dhcp = DhcpConfig(probe=ProbeConfig.fast())
         self.stack = NetStack(self.loop, self.link, StackConfig(
-            mac=self.link_opts.mac, ip=self.link_opts.ip, gateway=self.link_opts.gateway))
-        self.stack.start()
+            mac=opts.mac, ip=opts.ip or UNCONFIGURED, gateway=opts.gateway, dhcp=dhcp,
+            vlan=opts.vlan))
+        self.lease: Lease | None = None
+        try:
+            self.stack.start()
+            if opts.dhcp:
+                self.lease = self._wait_lease()
+        except BaseException:
+            self.stack.close()
+            self.loop.close()
+            self.link.close()
+            raise
+        name = args.initiator_name or (self.lease.initiator_name if self.lease else None)
         if args.timeout is not None:
-            self.initiator = Initiator(self.stack, args.initiator_name,
-                                       command_timeout=float(args.timeout))
+            self.initiator = Initiator(self.stack, name, command_timeout=float(args.timeout))
         else:
-            self.initiator = Initiator(self.stack, args.initiator_name)
+            self.initiator = Initiator(self.stack, name)
+
+    def _wait_lease(self) -> Lease:
+        timeout = 30.0 if self.args.dhcp_timeout is None else float(self.args.dhcp_timeout)
+        try:
+            lease = self.stack.wait_configured(timeout)
+        except LoopTimeout:
+            c = self.stack.counters.get
+            raise CliError(f"--dhcp: no DHCP lease after {timeout:g} s "
+                           f"({c('dhcp', 'discover_out')} DISCOVER, {c('dhcp', 'offers')} "
+                           f"OFFER, {c('dhcp', 'acks')} ACK, {c('dhcp', 'naks')} NAK)"
+                           ) from None
+        assert lease is not None
+        if self.args.verbose:
+            print(f"DHCP: {lease.address} gateway {lease.gateway or '-'} from "
+                  f"{lease.server_id}, lease {lease.lease_time or 'infinite'} s, root path "
+                  f"{lease.root_path or '-'}, initiator {lease.initiator_name or '-'}",
+                  file=sys.stderr)
+        return lease
+
+    def spec(self, text: str | None) -> TargetSpec:
+        """The target named on the command line, else the DHCP root path (option 17)."""
+        if text is not None:
+            return target_of(text)
+        if self.lease is None:
+            raise CliError("no target given (give a URL, or --dhcp with a root path)")
+        if not self.lease.root_path:
+            raise CliError(f"no target given and the DHCP server {self.lease.server_id} "
+                           "sent no root path (option 17)")
+        try:
+            return parse_target(self.lease.root_path)
+        except UriError as e:
+            raise CliError(f"DHCP option 17 (root path) {self.lease.root_path!r}: {e}"
+                           ) from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -224,8 +279,12 @@ def _emit(args: argparse.Namespace, obj: Any, lines: list[str]) -> None:
 
 # ------------------------------------------------------------------ commands
 def cmd_discover(args: argparse.Namespace) -> int:
-    host, port = parse_portal(args.portal)
+    if args.portal is not None:
+        host, port = parse_portal(args.portal)
     with context(args) as ctx:
+        if args.portal is None:
+            root = ctx.spec(None)
+            host, port = root.host, root.port
         targets = ctx.initiator.discover(host, port, chap=chap_for(args, None),
                                          digests=_digests(args))
         obj = [{"name": t.name, "portals": [
@@ -266,8 +325,8 @@ def _lun_rows(ctx: Context, spec: TargetSpec) -> list[dict[str, Any]]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with context(args) as ctx:
-        if args.target.startswith("iscsi"):
-            specs = [target_of(args.target)]
+        if args.target is None or args.target.startswith("iscsi"):
+            specs = [ctx.spec(args.target)]
         else:
             host, port = parse_portal(args.target)
             found = ctx.initiator.discover(host, port, digests=_digests(args),
@@ -300,8 +359,10 @@ def _size(n: int) -> str:
 
 
 def cmd_inquiry(args: argparse.Namespace) -> int:
-    spec = target_of(args.url)
+    if args.url is not None:
+        target_of(args.url)  # a bad URL is reported before the link is set up
     with context(args) as ctx:
+        spec = ctx.spec(args.url)
         s = ctx.login(spec)
         inq = s.inquiry()
         pages = s.supported_vpd_pages()
@@ -324,8 +385,10 @@ def cmd_inquiry(args: argparse.Namespace) -> int:
 
 
 def cmd_readcap(args: argparse.Namespace) -> int:
-    spec = target_of(args.url)
+    if args.url is not None:
+        target_of(args.url)  # a bad URL is reported before the link is set up
     with context(args) as ctx:
+        spec = ctx.spec(args.url)
         s = ctx.login(spec)
         cap = s.read_capacity()
         obj = {"blocks": cap.blocks, "block_size": cap.block_size, "bytes": cap.size_bytes}
@@ -360,8 +423,10 @@ class Progress:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    spec = target_of(args.url)
+    if args.url is not None:
+        target_of(args.url)  # a bad URL is reported before the link is set up
     with context(args) as ctx:
+        spec = ctx.spec(args.url)
         s = ctx.login(spec)
         dev = s.block_device()
         count = args.count if args.count is not None else dev.num_blocks - args.lba
@@ -395,8 +460,10 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_write(args: argparse.Namespace) -> int:
-    spec = target_of(args.url)
+    if args.url is not None:
+        target_of(args.url)  # a bad URL is reported before the link is set up
     with context(args) as ctx:
+        spec = ctx.spec(args.url)
         s = ctx.login(spec)
         dev = s.block_device()
         src = open(args.input, "rb") if args.input != "-" else sys.stdin.buffer  # noqa: SIM115
@@ -428,8 +495,10 @@ def cmd_write(args: argparse.Namespace) -> int:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    spec = target_of(args.url)
+    if args.url is not None:
+        target_of(args.url)  # a bad URL is reported before the link is set up
     with context(args) as ctx:
+        spec = ctx.spec(args.url)
         s = ctx.login(spec)
         rtts = []
         for i in range(args.count):
@@ -462,24 +531,26 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         p.set_defaults(func=_wrap(func))
         return p
 
+    dhcp_help = "default with --dhcp: the DHCP root path (option 17)"
     add("discover", cmd_discover, "list targets (SendTargets=All)").add_argument(
-        "portal", metavar="HOST[:PORT]")
+        "portal", metavar="HOST[:PORT]", nargs="?", help=dhcp_help)
     add("ls", cmd_ls, "targets and LUNs with type and size (like iscsi-ls -s)").add_argument(
-        "target", metavar="URL|HOST[:PORT]")
+        "target", metavar="URL|HOST[:PORT]", nargs="?", help=dhcp_help)
     add("inquiry", cmd_inquiry, "INQUIRY and VPD identity of a LUN").add_argument(
-        "url", metavar="URL")
-    add("readcap", cmd_readcap, "READ CAPACITY of a LUN").add_argument("url", metavar="URL")
+        "url", metavar="URL", nargs="?", help=dhcp_help)
+    add("readcap", cmd_readcap, "READ CAPACITY of a LUN").add_argument(
+        "url", metavar="URL", nargs="?", help=dhcp_help)
     p = add("read", cmd_read, "read blocks to a file or stdout")
-    p.add_argument("url", metavar="URL")
+    p.add_argument("url", metavar="URL", nargs="?", help=dhcp_help)
     p.add_argument("--lba", type=int, default=0)
     p.add_argument("--count", type=int, default=None, help="blocks (default: to the end)")
     p.add_argument("-o", "--output", metavar="FILE")
     p = add("write", cmd_write, "write a file's blocks")
-    p.add_argument("url", metavar="URL")
+    p.add_argument("url", metavar="URL", nargs="?", help=dhcp_help)
     p.add_argument("--lba", type=int, default=0)
     p.add_argument("-i", "--input", metavar="FILE", required=True, help="FILE or - (stdin)")
     p = add("ping", cmd_ping, "NOP-Out pings to a target")
-    p.add_argument("url", metavar="URL")
+    p.add_argument("url", metavar="URL", nargs="?", help=dhcp_help)
     p.add_argument("-c", "--count", type=int, default=3)
     p.add_argument("-i", "--interval", type=float, default=0.2)
     p.add_argument("-W", "--wait", type=float, default=10.0, help="seconds to wait for each")

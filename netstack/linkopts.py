@@ -9,7 +9,12 @@
         opts = LinkOptions.from_args(args)
     except LinkOptionError as e:
         parser.error(str(e))
-    link = open_link(opts, clock=time.monotonic)   # TAP -> fault -> pcap
+    link = open_link(opts, clock=time.monotonic)   # TAP (or stream) -> fault -> pcap
+
+The link is a TAP whose kernel side lives in ``--netns`` (or an existing ``--tap``), or,
+rootless, a passt / QEMU ``-netdev stream`` socket (``--passt`` / ``--qemu-stream``,
+:mod:`netstack.link.stream`). ``--dhcp`` gets the address by DHCP instead of ``--ip``;
+``--vlan ID`` tags frames with an 802.1Q VLAN ID and accepts only that VLAN.
 
 Options are taken as plain strings by argparse and validated here, so every problem
 is a :class:`LinkOptionError` naming the option and the value.
@@ -30,6 +35,7 @@ from netstack import netns as nsh
 from netstack.link.base import Link, LinkError
 from netstack.link.fault import FaultLink, FaultSpec, FaultSpecError
 from netstack.link.pcap import PcapLink
+from netstack.link.stream import StreamLink
 from netstack.link.tap import MAX_MTU, MIN_MTU, TapLink
 
 DEFAULT_MTU = 1500
@@ -105,6 +111,17 @@ def _check_ifname(option: str, text: str) -> str:
     return text
 
 
+def _parse_vlan(text: str | int) -> int:
+    try:
+        vid = int(text)
+    except (TypeError, ValueError):
+        raise LinkOptionError("--vlan", text, "not an integer") from None
+    if not 1 <= vid <= 4094:
+        raise LinkOptionError("--vlan", text, "an 802.1Q VLAN ID is 1..4094 "
+                              "(0 and 4095 are reserved)")
+    return vid
+
+
 def _parse_mtu(text: str | int) -> int:
     try:
         mtu = int(text)
@@ -129,13 +146,46 @@ class LinkOptions:
     fault: FaultSpec | None = None
     pcap: Path | None = None
     tap: str | None = None
+    #: Get our address (and, for ls/discover, the target) by DHCP.
+    dhcp: bool = False
+    #: 802.1Q VLAN ID (None: untagged).
+    vlan: int | None = None
+    #: passt socket (rootless link), or QEMU ``-netdev stream`` socket.
+    passt: Path | None = None
+    qemu_stream: Path | None = None
+
+    @property
+    def stream(self) -> tuple[str, Path] | None:
+        """``("--passt"|"--qemu-stream", path)`` when the link is a stream socket."""
+        if self.passt is not None:
+            return "--passt", self.passt
+        if self.qemu_stream is not None:
+            return "--qemu-stream", self.qemu_stream
+        return None
 
     def __post_init__(self) -> None:
         """Cross-option checks (single values are checked while parsing)."""
-        if self.netns is None and self.tap is None:
+        if self.passt is not None and self.qemu_stream is not None:
+            raise LinkOptionError("--qemu-stream", self.qemu_stream,
+                                  "cannot be combined with --passt (one link)")
+        stream = self.stream
+        if stream is not None:
+            for opt, val in (("--netns", self.netns), ("--tap", self.tap),
+                             ("--bridge", self.bridge), ("--peer-ip", self.peer_ip)):
+                if val is not None:
+                    raise LinkOptionError(opt, val, f"is for a TAP link; {stream[0]} "
+                                          f"{stream[1]} is a socket link")
+        if self.dhcp and self.ip is not None:
+            raise LinkOptionError("--dhcp", None, f"cannot be combined with --ip {self.ip} "
+                                  "(the address comes from DHCP)")
+        if self.dhcp and self.gateway is not None:
+            raise LinkOptionError("--gateway", self.gateway, "comes from DHCP with --dhcp")
+        if self.vlan is not None:
+            _parse_vlan(self.vlan)
+        if stream is None and self.netns is None and self.tap is None:
             raise LinkOptionError("--netns", None, "required: the TAP's kernel side must "
                                   "live in a namespace (or give --tap NAME to attach to an "
-                                  "existing TAP)")
+                                  "existing TAP, or --passt SOCKET for a rootless link)")
         if self.bridge is not None and self.netns is None:
             raise LinkOptionError("--bridge", self.bridge, "needs --netns (the namespace "
                                   "the bridge lives in)")
@@ -196,8 +246,19 @@ class LinkOptions:
             if not pcap.parent.is_dir():
                 raise LinkOptionError("--pcap", args.pcap,
                                       f"directory {pcap.parent} does not exist")
+        vlan = None if getattr(args, "vlan", None) is None else _parse_vlan(args.vlan)
+        streams: dict[str, Path | None] = {}
+        for opt, attr in (("--passt", "passt"), ("--qemu-stream", "qemu_stream")):
+            val = getattr(args, attr, None)
+            streams[attr] = None
+            if val is not None:
+                if not str(val):
+                    raise LinkOptionError(opt, val, "empty socket path")
+                streams[attr] = Path(val)
         return cls(netns=netns, bridge=bridge, peer_ip=peer_ip, ip=ip, gateway=gateway,
-                   mac=mac, mtu=mtu, fault=fault, pcap=pcap, tap=tap)
+                   mac=mac, mtu=mtu, fault=fault, pcap=pcap, tap=tap,
+                   dhcp=bool(getattr(args, "dhcp", False)), vlan=vlan,
+                   passt=streams["passt"], qemu_stream=streams["qemu_stream"])
 
     def to_argv(self) -> list[str]:
         """The command-line arguments that give these options back."""
@@ -205,9 +266,12 @@ class LinkOptions:
         for opt, val in (("--netns", self.netns), ("--bridge", self.bridge),
                          ("--peer-ip", self.peer_ip), ("--ip", self.ip),
                          ("--gateway", self.gateway), ("--tap", self.tap),
-                         ("--pcap", self.pcap)):
+                         ("--pcap", self.pcap), ("--vlan", self.vlan),
+                         ("--passt", self.passt), ("--qemu-stream", self.qemu_stream)):
             if val is not None:
                 argv += [opt, str(val)]
+        if self.dhcp:
+            argv.append("--dhcp")
         argv += ["--mac", format_mac(self.mac), "--mtu", str(self.mtu)]
         if self.fault is not None:
             argv += ["--fault", str(self.fault)]
@@ -234,6 +298,16 @@ def add_link_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pcap", metavar="FILE", help="capture all frames to this pcap file")
     g.add_argument("--tap", metavar="NAME",
                    help="attach to this existing TAP device instead of creating one")
+    g.add_argument("--dhcp", action="store_true",
+                   help="get our address by DHCP (and, for ls/discover without a target, "
+                        "the target from the root path, option 17, and the initiator "
+                        "name from option 203)")
+    g.add_argument("--vlan", metavar="ID", help="802.1Q VLAN ID to tag frames with and "
+                   "accept (1..4094)")
+    g.add_argument("--passt", metavar="SOCKET", help="rootless link: connect to passt's "
+                   "UNIX socket (passt -s SOCKET) instead of a TAP")
+    g.add_argument("--qemu-stream", metavar="SOCKET", help="rootless link: a QEMU "
+                   "-netdev stream UNIX socket (same framing as passt)")
 
 
 def open_link(opts: LinkOptions,
@@ -243,6 +317,13 @@ def open_link(opts: LinkOptions,
     Raises :class:`LinkOptionError` for options that name missing things (namespace,
     bridge) and :class:`~netstack.link.base.LinkError` when the TAP cannot be set up.
     """
+    stream = opts.stream
+    if stream is not None:
+        opt, path = stream
+        if not path.exists():
+            raise LinkOptionError(opt, path, "no such socket")
+        link: Link = StreamLink(path, mtu=opts.mtu, label=opt.lstrip("-"), clock=clock)
+        return _wrap(link, opts, clock)
     if opts.netns is not None and not nsh.exists(opts.netns):
         raise LinkOptionError("--netns", opts.netns, "no such namespace")
     if opts.bridge is not None:
@@ -250,8 +331,13 @@ def open_link(opts: LinkOptions,
         if not nsh.link_exists(opts.bridge, opts.netns):
             raise LinkOptionError("--bridge", opts.bridge,
                                   f"no such interface in namespace {opts.netns}")
-    link: Link = TapLink(mtu=opts.mtu, netns=opts.netns, peer_ip=opts.peer_ip,
-                         bridge=opts.bridge, tap=opts.tap)
+    link = TapLink(mtu=opts.mtu, netns=opts.netns, peer_ip=opts.peer_ip,
+                   bridge=opts.bridge, tap=opts.tap)
+    return _wrap(link, opts, clock)
+
+
+def _wrap(link: Link, opts: LinkOptions, clock: Callable[[], float]) -> Link:
+    """The fault and pcap wrappers the options ask for (the link is closed on errors)."""
     try:
         if opts.fault is not None:
             link = FaultLink(link, spec=opts.fault, clock=clock)
