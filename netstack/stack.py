@@ -20,7 +20,7 @@ import contextlib
 import ipaddress
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netstack.counters import Counters
 from netstack.dhcp import DhcpClient, DhcpConfig, DhcpEvent, InterfaceDhcp, Lease
@@ -51,6 +51,9 @@ class StackConfig:
     vlan: int | None = None
     #: Seed of the DHCP client's randomness (xid, jitter); None: from the OS.
     seed: int | None = None
+    #: Static neighbours (IPv4 address -> MAC): never expire, never changed by received
+    #: ARP (a spoofed reply is counted as ``arp.static_conflicts`` and ignored).
+    neighbors: dict[ipaddress.IPv4Address, bytes] = field(default_factory=dict)
 
 
 class NetStack:
@@ -67,7 +70,8 @@ class NetStack:
         mtu = link.mtu - (4 if config.vlan is not None else 0)
         self.iface = Interface(InterfaceConfig(mac=config.mac, ip=config.ip,
                                                gateway=config.gateway, mtu=mtu,
-                                               vlan=config.vlan),
+                                               vlan=config.vlan,
+                                               static_neighbours=dict(config.neighbors)),
                                counters=self.counters)
         self.tcp = TcpLayer(config.ip.ip.packed, mss=mtu - 40,
                             counters=self.counters)

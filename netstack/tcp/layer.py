@@ -59,6 +59,9 @@ class TcpLayer:
         self._rst_window = 0.0
         self._rst_count = 0
         self._now = 0.0
+        #: Passive connections in SYN-RECEIVED at most; SYNs beyond are dropped and
+        #: counted (``syn_dropped``) so a SYN flood cannot grow the table without bound.
+        self.max_half_open = 64
 
     # ----------------------------------------------------------------- API
     def connect(self, remote_ip: bytes, remote_port: int, now: float,
@@ -161,10 +164,13 @@ class TcpLayer:
         try:
             seg = parse(segment)
         except SegmentError as e:
-            c["bad_" + e.reason] += 1
+            c[e.reason if e.reason.startswith("bad_") else "bad_" + e.reason] += 1
             return
         conn = self._conns.get((seg.dport, bytes(src), seg.sport))
         if conn is None and seg.flags & (SYN | ACK | RST) == SYN and seg.dport in self._listeners:
+            if self._half_open() >= self.max_half_open:
+                c["syn_dropped"] += 1  # SYN flood: the peer retransmits when it is real
+                return
             lst = self._listeners[seg.dport]
             key = (seg.dport, bytes(src), seg.sport)
             conn = TcpConnection(self, self.local_ip, seg.dport, bytes(src), seg.sport,
@@ -237,6 +243,9 @@ class TcpLayer:
                 conn.on_deadline(now)
 
     # -------------------------------------------------------------- helpers
+    def _half_open(self) -> int:
+        return sum(1 for c in self._conns.values() if c.state == TcpState.SYN_RECEIVED)
+
     def _pick_port(self, remote_ip: bytes, remote_port: int) -> int:
         span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1
         for _ in range(span):
