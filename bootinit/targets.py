@@ -506,6 +506,8 @@ class Tgtd(_TargetDaemon):
         self._dir: Path | None = None
         self._files = _LunFiles(lun_dir)
         self._targets: dict[int, TgtTarget] = {}
+        self._portals: list[tuple[str, int]] = []
+        self._isns: tuple[str, int] | None = None
         self._proc: nsh.NetnsProcess | None = None
         self._log: Path | None = None
 
@@ -588,8 +590,16 @@ class Tgtd(_TargetDaemon):
                         "--param", f"portal={_portal(self.address, self.port)}")
             self._iscsi("--op", "delete", "--mode", "portal",
                         "--param", f"portal=127.0.0.1:{self.bootstrap_port}")
+            for address, port in self._portals:
+                self._iscsi("--op", "new", "--mode", "portal",
+                            "--param", f"portal={_portal(address, port)}")
+            if self._isns is not None:
+                self._apply_isns()
             wait_listening(self.netns, self.address, self.port, self.start_timeout,
                            lambda: self.running, "tgtd")
+            for address, port in self._portals:
+                wait_listening(self.netns, address, port, self.start_timeout,
+                               lambda: self.running, "tgtd")
         except TargetError as e:
             log_tail = _tail(self.log_path)
             with contextlib.suppress(TargetError):
@@ -730,6 +740,40 @@ class Tgtd(_TargetDaemon):
         """Close connection ``cid`` of session ``sid`` (``--op delete --mode conn``)."""
         self._iscsi("--op", "delete", "--mode", "conn", "--tid", str(tid), "--sid", str(sid),
                     "--cid", str(cid))
+
+    def add_portal(self, address: str, port: int = 3260) -> None:
+        """Listen on one more portal (``tgtadm --op new --mode portal``; kept on restart).
+
+        tgtd puts every portal in portal group 1: sessions through different portals
+        reach the same LUNs (multipath)."""
+        if (address, port) in self._portals or (address, port) == (self.address, self.port):
+            raise TargetConfigError(f"portal {_portal(address, port)} already exists")
+        self._portals.append((address, port))
+        if self.running:
+            self._iscsi("--op", "new", "--mode", "portal",
+                        "--param", f"portal={_portal(address, port)}")
+            wait_listening(self.netns, address, port, self.start_timeout,
+                           lambda: self.running, "tgtd")
+
+    @property
+    def portals(self) -> list[tuple[str, int]]:
+        """Every portal tgtd listens on: ``listen`` first, then the added ones."""
+        return [(self.address, self.port), *self._portals]
+
+    def set_isns(self, server: str, port: int = 3205) -> None:
+        """Register every target with the iSNS server (RFC 4171) at ``server``:
+        ``--mode sys --name iSNSServerIP/iSNSServerPort``, then ``iSNS On`` (kept on
+        restart). Call it after the targets exist: tgtd registers what it has."""
+        self._isns = (server, port)
+        if self.running:
+            self._apply_isns()
+
+    def _apply_isns(self) -> None:
+        assert self._isns is not None
+        server, port = self._isns
+        for name, value in (("iSNSServerIP", server), ("iSNSServerPort", str(port)),
+                            ("iSNS", "On")):
+            self.tgtadm("--op", "update", "--mode", "sys", "--name", name, "-v", value)
 
     def show(self) -> str:
         """``tgtadm --op show --mode target`` output (targets, LUNs, nexuses, ACLs)."""
