@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from bootinit import boot, commands, lab
+from bootinit import boot, commands, dump, lab
 from firmware_tables import cli as ibft_cli
 
 #: Subcommand modules: each has ``add_parser(subparsers, common)``.
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ibft_cli.add_parser(sub)
     lab.add_lab_parser(sub)
     boot.add_parsers(sub)
+    dump.add_parser(sub)
     for action in sub.choices.values():
         # let every subcommand take the common options too
         for a in common._actions:
