@@ -214,8 +214,6 @@ def _checks(result: BootResult, disk: Path, linux: bool, out: IO[str]) -> bool:
 
     text = result.serial.decode(errors="replace")
     ok = True
-    for name, seconds in result.marks.items():
-        print(f"  {name}: {seconds:.2f} s after QEMU started", file=out)
     if not linux:
         good = images.BOOTSECTOR_MARKER in text
         print(f"check: boot-sector checksum line {'seen' if good else 'MISSING'}", file=out)

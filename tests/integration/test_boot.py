@@ -1,0 +1,469 @@
+"""``bootinit boot`` and ``bootinit demo`` as a user runs them: real tgtd, real QEMU (TCG).
+
+Guests are qemu/images.py's boot-sector and Linux images (built once, cached); each
+boot uses a copy on tmpfs as the LUN. ``bootinit`` runs as a subprocess (like
+test_cli.py). The first tests need neither root nor QEMU.
+
+Run: ``sudo python -m pytest tests/integration/test_boot.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+import pytest
+
+from bootinit.boot import BootSource, guest_config, resolve_source
+from bootinit.cli import build_parser
+from bootinit.commands import fill_defaults
+from bootinit.demo import expected_ibft, ibft_differences, serial_ibft
+from bootinit.iscsi.chap import ChapCredentials as IscsiChap
+from bootinit.iscsi.chap import Secret
+from bootinit.lab import Lab
+from bootinit.targets import Lun, Tgtd
+from firmware_tables import (
+    BootConfig,
+    ChapCredentials,
+    NicConfig,
+    TargetSpec,
+    parse_ibft,
+    parse_iscsi_url,
+    render_sysfs,
+)
+from netstack.harness import topology
+from qemu import images
+from qemu.images import (
+    BOOTSECTOR_EXIT_OK,
+    DATA_OFFSET,
+    LINUX_MARKER,
+    LINUX_PATTERN_OK,
+    PATTERN,
+    BootsectorImage,
+    LinuxImage,
+)
+from tests.conftest import netns_problem
+
+ROOT = Path(__file__).resolve().parents[2]
+IQN = "iqn.2026-11.org.bootinit:boot"
+SHM = Path("/dev/shm")
+
+
+# ----------------------------------------------------------------- no root, no QEMU
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    args = build_parser().parse_args(list(argv))
+    fill_defaults(args)
+    return args
+
+
+def test_arguments_after_dashdash_go_to_qemu() -> None:
+    args = parse("boot", "iscsi://10.0.0.1/iqn.x:y/1", "--ip", "10.0.0.2/24", "--",
+                 "-smp", "2", "--stats", "iscsi://not-ours")
+    assert args.target == "iscsi://10.0.0.1/iqn.x:y/1"
+    assert args.qemu_args == ["-smp", "2", "--stats", "iscsi://not-ours"]
+    assert args.stats is False
+    args = parse("--netns", "ns", "boot", "--ibft", "t.bin", "--memory", "64", "--", "-m",
+                 "1")
+    assert (args.netns, args.ibft, args.target, args.memory) == ("ns", "t.bin", None, 64)
+    assert args.qemu_args == ["-m", "1"]
+    assert parse("boot", "iscsi://10.0.0.1/iqn.x:y/1").qemu_args == []
+
+
+def rich_config(host: str = "10.85.0.1") -> BootConfig:
+    """A table with every NIC and target field a boot uses."""
+    return BootConfig(
+        initiator_name="iqn.2026-11.org.example:from-table",
+        nics=(NicConfig(address=IPv4Interface("10.85.0.2/24"),
+                        gateway=IPv4Address("10.85.0.254"),
+                        dns=(IPv4Address("10.85.0.53"), IPv4Address("10.85.0.54")),
+                        mac=bytes.fromhex("525400aabbcc"), hostname="bootinit-guest"),),
+        targets=(TargetSpec(
+            host=host, name=IQN, lun=1, chap=ChapCredentials("alice", "alice-secret-1"),
+            reverse_chap=ChapCredentials("tgtuser", "target-secret-2")),))
+
+
+def test_ibft_file_fills_the_link_options_and_target(tmp_path: Path) -> None:
+    table = tmp_path / "t.bin"
+    table.write_bytes(rich_config().to_ibft())
+    args = parse("boot", "--ibft", str(table), "--netns", "ns", "--bridge", "br0")
+    src = resolve_source(args)
+    assert src.target is not None and src.target.name == IQN and src.target.lun == 1
+    assert src.target.chap == ChapCredentials("alice", "alice-secret-1")
+    assert (args.ip, args.gateway, args.mac) == ("10.85.0.2/24", "10.85.0.254",
+                                                 "52:54:00:aa:bb:cc")
+    assert args.initiator_name == "iqn.2026-11.org.example:from-table"
+    # options given win over the table
+    args = parse("boot", "--ibft", str(table), "--netns", "ns", "--ip", "10.85.0.9/24",
+                 "--initiator-name", "iqn.2026-11.org.example:mine")
+    resolve_source(args)
+    assert (args.ip, args.gateway, args.initiator_name) == (
+        "10.85.0.9/24", None, "iqn.2026-11.org.example:mine")
+
+
+def test_guest_config_round_trips_through_an_ibft() -> None:
+    src = BootSource(target=rich_config().targets[0], origin="test",
+                     nic=rich_config().nics[0])
+    chap = IscsiChap("alice", Secret("alice-secret-1"), "tgtuser", Secret("target-secret-2"))
+    cfg = guest_config("iqn.2026-11.org.bootinit:t", parse_iscsi_url(
+        f"iscsi://10.85.0.1/{IQN}/1"), chap, IPv4Interface("10.85.0.7/24"),
+        IPv4Address("10.85.0.1"), bytes.fromhex("020000000001"), vlan=12, template=src.nic)
+    back = BootConfig.from_ibft(parse_ibft(cfg.to_ibft()))
+    assert back == cfg
+    nic = back.nics[0]
+    assert (str(nic.address), nic.vlan, nic.hostname, len(nic.dns), nic.dhcp) == (
+        "10.85.0.7/24", 12, "bootinit-guest", 2, False)
+    t = back.targets[0]
+    assert t.chap == ChapCredentials("alice", "alice-secret-1")
+    assert t.reverse_chap == ChapCredentials("tgtuser", "target-secret-2")
+    # what the Linux guest prints for it: the sysfs rendering, newline dropped
+    want = expected_ibft(cfg.to_ibft())
+    assert want["/sys/firmware/ibft/ethernet0/subnet-mask"] == "255.255.255.0"
+    assert want["/sys/firmware/ibft/target0/lun"] == "01000000"
+    assert want["/sys/firmware/ibft/target0/rev-chap-name-secret"] == "target-secret-2"
+    assert len(want) == sum(len(v) for v in render_sysfs(parse_ibft(cfg.to_ibft())).values())
+
+
+def test_serial_ibft_parsing() -> None:
+    text = ("noise\r\nBOOTINIT-IBFT-BEGIN\r\n/sys/firmware/ibft/target0/port=3260\r\n"
+            "/sys/firmware/ibft/ethernet0/hostname=\r\nBOOTINIT-IBFT-END\r\n")
+    seen = serial_ibft(text)
+    assert seen == {"/sys/firmware/ibft/target0/port": "3260",
+                    "/sys/firmware/ibft/ethernet0/hostname": ""}
+    assert ibft_differences(seen, dict(seen)) == []
+    assert ibft_differences(seen, {}) != []
+
+
+# ------------------------------------------------------------------- real boots
+
+
+def need_root_and_qemu() -> None:
+    problem = netns_problem()
+    if problem is not None:
+        pytest.skip(f"network namespace test: {problem}")
+    for tool in ("qemu-system-x86_64", "tgtd", "tgtadm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+
+
+@pytest.fixture(scope="module")
+def bootsector() -> BootsectorImage:
+    need_root_and_qemu()
+    try:
+        return images.bootsector_image()
+    except images.ImageError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def linux() -> LinuxImage:
+    need_root_and_qemu()
+    try:
+        return images.linux_image()
+    except images.ImageError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A directory on tmpfs for LUN files (tgtd in the namespace opens them)."""
+    base = SHM if SHM.is_dir() else Path("/var/tmp")
+    d = base / f"bootinit-test-boot-{os.getpid()}-{time.monotonic_ns()}"
+    d.mkdir()
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bs_lab(bootsector: BootsectorImage) -> Iterator[Lab]:
+    """A lab with LUN 1 = the boot-sector image, LUN 2 = blank (no boot signature)."""
+    d = SHM / f"bootinit-test-bslab-{os.getpid()}"
+    d.mkdir()
+    try:
+        disk = images.copy_image(bootsector.path, d / "bs.img")
+        with Lab(name=f"bibs{os.getpid() % 10000}", luns=[disk, "8M"], target_iqn=IQN,
+                 address="10.84.0.1/24", lun_dir=d) as lab:
+            yield lab
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def bootinit(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "bootinit", *args], capture_output=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def no_traceback(cp: subprocess.CompletedProcess[bytes]) -> None:
+    assert b"Traceback" not in cp.stderr, cp.stderr.decode()
+
+
+def test_bootsector_boots_from_a_url(bootsector: BootsectorImage, bs_lab: Lab) -> None:
+    cp = bootinit("boot", bs_lab.url, *bs_lab.link_options, "--memory", "32")
+    no_traceback(cp)
+    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
+    lines = [ln.rstrip("\r") for ln in cp.stdout.decode().splitlines()]
+    assert bootsector.marker in lines     # the guest's checksum of what it read == the image's
+    err = cp.stderr.decode()
+    assert "QEMU exited with status 33 (isa-debug-exit value 0x10)" in err
+    assert re.search(r"nbd: \d+ reads \(2\.0 MiB\)", err), err
+
+
+def test_bootsector_boots_from_a_root_path_and_passes_qemu_args(
+        bootsector: BootsectorImage, bs_lab: Lab, tmp_path: Path) -> None:
+    log = tmp_path / "qemu-d.log"
+    cp = bootinit("boot", f"iscsi:10.84.0.1::3260:1:{IQN}", *bs_lab.link_options,
+                  "--memory", "32", "--serial", str(tmp_path / "serial.txt"),
+                  "--", "-D", str(log), "-d", "cpu_reset")
+    no_traceback(cp)
+    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
+    assert bootsector.marker in (tmp_path / "serial.txt").read_text()
+    assert bootsector.marker.encode() not in cp.stdout        # --serial: not on stdout
+    assert "CPU Reset" in log.read_text()                     # "-- ARGS" reached QEMU
+
+
+def test_bootsector_boots_from_a_lab_by_name(bootsector: BootsectorImage, bs_lab: Lab) -> None:
+    cp = bootinit("boot", "--lab", bs_lab.name, "--memory", "32", "--json")
+    no_traceback(cp)
+    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
+    assert bootsector.marker.encode() in cp.stdout
+
+
+def test_bootsector_boots_from_an_ibft_file(bootsector: BootsectorImage, bs_lab: Lab,
+                                            tmp_path: Path) -> None:
+    cfg = BootConfig(initiator_name="iqn.2026-11.org.example:ibft-file",
+                     nics=(NicConfig(address=IPv4Interface("10.84.0.7/24"),
+                                     mac=bytes.fromhex("5254000a0b0c")),),
+                     targets=(parse_iscsi_url(bs_lab.url),))
+    table = tmp_path / "ibft.bin"
+    table.write_bytes(cfg.to_ibft())
+    given = tmp_path / "guest.bin"
+    cp = bootinit("boot", "--ibft", str(table), "--netns", bs_lab.netns, "--bridge",
+                  bs_lab.bridge, "--memory", "32", "--save-ibft", str(given))
+    no_traceback(cp)
+    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
+    assert bootsector.marker.encode() in cp.stdout
+    # the guest's table describes the same boot (we used the table's address and MAC)
+    assert BootConfig.from_ibft(parse_ibft(given.read_bytes())) == cfg
+
+
+def test_missing_boot_signature_is_a_clear_error(bs_lab: Lab) -> None:
+    url = bs_lab.url[:-1] + "2"     # LUN 2: blank
+    cp = bootinit("boot", url, *bs_lab.link_options, "--memory", "32")
+    no_traceback(cp)
+    assert cp.returncode == 1
+    err = cp.stderr.decode().strip().splitlines()
+    assert len(err) == 1, err
+    assert "not bootable: no boot signature 55 aa at offset 510 of LBA 0 (found 00 00" in err[0]
+    assert cp.stdout == b""
+
+
+def test_usage_errors(bs_lab: Lab) -> None:
+    cp = bootinit("boot", *bs_lab.link_options)
+    no_traceback(cp)
+    assert cp.returncode == 2 and b"nothing to boot" in cp.stderr
+    cp = bootinit("boot", bs_lab.url, "--ibft", "/nonexistent", *bs_lab.link_options)
+    assert cp.returncode == 2 and b"give one of" in cp.stderr
+    cp = bootinit("boot", "--ibft", "/nonexistent", *bs_lab.link_options)
+    no_traceback(cp)
+    assert cp.returncode == 1 and b"cannot use the iBFT" in cp.stderr
+    cp = bootinit("boot", bs_lab.url, *bs_lab.link_options, "--qemu-binary", "no-such-qemu")
+    assert cp.returncode == 1 and b"no-such-qemu not found" in cp.stderr
+
+
+# ------------------------------------------------------------------------ Linux
+
+
+def check_linux(cp: subprocess.CompletedProcess[bytes]) -> str:
+    no_traceback(cp)
+    out = cp.stdout.decode(errors="replace")
+    assert cp.returncode == 0, (cp.stderr.decode(), out[-3000:])
+    assert LINUX_MARKER in out and LINUX_PATTERN_OK in out and "BOOTINIT-LINUX-DONE" in out
+    return out
+
+
+def test_linux_boots_from_an_ibft_and_sees_that_table(linux: LinuxImage, scratch: Path,
+                                                      tmp_path: Path) -> None:
+    """CHAP and mutual CHAP from the table; the guest's /sys/firmware/ibft == the table
+    bootinit gave it, attribute by attribute (firmware_tables' sysfs rendering)."""
+    disk = images.copy_image(linux.path, scratch / "linux.img")
+    with Lab(name=f"bili{os.getpid() % 10000}", luns=[disk], target_iqn=IQN,
+             address="10.85.0.1/24", chap=("alice", "alice-secret-1"),
+             mutual_chap=("tgtuser", "target-secret-2"), lun_dir=scratch) as lab:
+        table = tmp_path / "ibft.bin"
+        table.write_bytes(rich_config().to_ibft())
+        given = tmp_path / "guest.bin"
+        cp = bootinit("boot", "--ibft", str(table), "--netns", lab.netns, "--bridge",
+                      lab.bridge, "--save-ibft", str(given), "--stats", timeout=240)
+        out = check_linux(cp)
+        with open(disk, "rb") as f:       # the guest's write went NBD -> iSCSI -> tgtd
+            f.seek(DATA_OFFSET)
+            assert f.read(len(PATTERN)) == PATTERN
+    guest_table = given.read_bytes()
+    assert BootConfig.from_ibft(parse_ibft(guest_table)) == rich_config()
+    seen, want = serial_ibft(out), expected_ibft(guest_table)
+    assert ibft_differences(seen, want) == []
+    for attr, value in (("ethernet0/gateway", "10.85.0.254"),
+                        ("ethernet0/secondary-dns", "10.85.0.54"),
+                        ("ethernet0/hostname", "bootinit-guest"),
+                        ("ethernet0/mac", "52:54:00:aa:bb:cc"), ("ethernet0/origin", "1"),
+                        ("target0/chap-type", "2"), ("target0/chap-name", "alice"),
+                        ("target0/rev-chap-name", "tgtuser"), ("target0/lun", "01000000"),
+                        ("initiator/initiator-name", "iqn.2026-11.org.example:from-table")):
+        assert seen[f"/sys/firmware/ibft/{attr}"] == value, attr
+    err = cp.stderr.decode()
+    assert "session.commands:" in err and "nbd.server:" in err and "stack.tcp:" in err
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"bootinit exited {proc.returncode} before {text!r}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {text!r} within {timeout:g} s")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+@pytest.fixture
+def linux_target(linux: LinuxImage, scratch: Path) -> Iterator[tuple[list[str], Tgtd, Path]]:
+    """Namespace + bridge + a Tgtd we control (kill/restart), the Linux disk as LUN 1."""
+    disk = images.copy_image(linux.path, scratch / "linux.img")
+    with topology(bridge=True, open_tap=False, prefix="bbo", peer_ip="10.86.0.1/24",
+                  our_ip="10.86.0.2/24") as topo, \
+            Tgtd(topo.netns, listen=(str(topo.peer_addr), 3260)) as tgtd:
+        tgtd.add_target(IQN, [Lun(disk)])
+        argv = ["boot", f"iscsi://{topo.peer_addr}/{IQN}/1", *topo.link_argv()]
+        yield argv, tgtd, disk
+        assert not topo.run(["ip", "-o", "link", "show", "type", "tun"]).stdout.strip()
+
+
+def test_linux_boot_survives_a_tgtd_restart(linux_target: tuple[list[str], Tgtd, Path],
+                                            tmp_path: Path) -> None:
+    """tgtd is killed while syslinux loads the kernel and comes back 1.5 s later: the
+    session is reinstated (ERL 0), the commands replayed, and the boot completes."""
+    argv, tgtd, disk = linux_target
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([sys.executable, "-m", "bootinit", *argv, "--stats"],
+                                stdout=o, stderr=e, cwd=ROOT)
+    try:
+        _wait_for(out, "SYSLINUX", proc, 60)
+        time.sleep(0.3)               # in the middle of reading vmlinuz
+        tgtd.kill()
+        time.sleep(1.5)
+        tgtd.start()
+        rc = proc.wait(240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check_linux(subprocess.CompletedProcess(proc.args, rc, out.read_bytes(),
+                                            err.read_bytes()))
+    stats = err.read_text()
+    m = re.search(r"session\.recovery: .*succeeded=(\d+)", stats)
+    assert m and int(m.group(1)) >= 1, stats
+    assert re.search(r"session\.login: .*successes=([2-9]|\d\d)", stats), stats
+    with open(disk, "rb") as f:
+        f.seek(DATA_OFFSET)
+        assert f.read(len(PATTERN)) == PATTERN
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_qemu_logs_out_and_removes_the_tap(
+        linux_target: tuple[list[str], Tgtd, Path], tmp_path: Path,
+        sig: signal.Signals) -> None:
+    argv, tgtd, _disk = linux_target
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([sys.executable, "-m", "bootinit", *argv], stdout=o, stderr=e,
+                                cwd=ROOT)
+    try:
+        _wait_for(out, "SYSLINUX", proc, 60)
+        qemu = _children(proc.pid)
+        assert qemu, "no QEMU child"
+        assert len(tgtd.connections(1)) == 1
+        os.kill(proc.pid, sig)
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 128 + sig, err.read_text()
+    assert "Traceback" not in err.read_text()
+    for pid in qemu:
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert tgtd.connections(1) == []            # logged out (not just dropped)
+    # the TAP is checked by the fixture (no tun device left in the namespace)
+
+
+# ------------------------------------------------------------------------- demo
+
+
+def test_demo_boots_linux_and_cleans_up(linux: LinuxImage) -> None:
+    before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    cp = bootinit("demo", timeout=300)
+    no_traceback(cp)
+    out = cp.stdout.decode(errors="replace")
+    assert cp.returncode == 0, (out[-3000:], cp.stderr.decode())
+    assert LINUX_PATTERN_OK in out
+    assert "check: the guest's pattern is in tgtd's backing file" in out
+    assert re.search(r"check: the guest's /sys/firmware/ibft shows the iBFT bootinit built "
+                     r"\(\d+ attributes equal\)", out), out[-2000:]
+    assert "nbd.server:" in out and "session.commands:" in out
+    after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    assert not {n for n in after - before if n.startswith("bidemo")}
+
+
+def test_demo_bootsector_guest(bootsector: BootsectorImage) -> None:
+    cp = bootinit("demo", "--guest", "bootsector", "--memory", "32")
+    no_traceback(cp)
+    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
+    assert bootsector.marker in cp.stdout.decode()
+
+
+def test_demo_names_missing_packages(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the root check comes first")
+    cp = bootinit("demo", "--qemu-binary", str(tmp_path / "qemu-system-nothing"))
+    no_traceback(cp)
+    assert cp.returncode == 1
+    assert b"apt-get install" in cp.stderr and b"qemu-system-x86" in cp.stderr
+
+
+# ------------------------------------------------------------------------ bench
+
+
+def test_bench_boot_smoke(bootsector: BootsectorImage) -> None:
+    cp = subprocess.run([sys.executable, str(ROOT / "bench" / "boot.py"), "--guest",
+                         "bootsector", "--runs", "1"], capture_output=True, text=True,
+                        timeout=240, cwd=ROOT)
+    assert cp.returncode == 0, cp.stderr
+    rows = {m.group(1): m for m in re.finditer(
+        r"^bootsector\s+(local|libiscsi|bootinit)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x",
+        cp.stdout, re.M)}
+    assert set(rows) == {"local", "libiscsi", "bootinit"}, cp.stdout
+    assert all(float(m.group(2)) > 0 for m in rows.values())
+    assert rows["libiscsi"].group(4) == "1.00"
