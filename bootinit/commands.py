@@ -26,8 +26,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from bootinit.blockdev import BlockDevice
 from bootinit.initiator import Initiator, IscsiSession
 from bootinit.iscsi.chap import ChapCredentials, Secret
+from bootinit.multipath import MultipathDevice, close_device
 from bootinit.scsi.inquiry import PeripheralType
 from firmware_tables import UriError
 from firmware_tables.target import TargetSpec
@@ -278,7 +280,47 @@ def _emit(args: argparse.Namespace, obj: Any, lines: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ commands
+def _add_device_args(p: argparse.ArgumentParser, dhcp_help: str) -> None:
+    p.add_argument("url", metavar="URL", nargs="*",
+                   help="target URL or root path; several: the paths of one LUN "
+                        f"(multipath); {dhcp_help}")
+    p.add_argument("--multipath", choices=("failover", "round-robin"), default=None,
+                   help="path policy for several URLs (default failover)")
+    p.add_argument("--connections", metavar="N", type=int, default=1,
+                   help="MC/S: up to N connections in the session (RFC 7143 §4.4)")
+
+
+def _discover_isns(args: argparse.Namespace) -> int:
+    """``discover --isns``: the targets an iSNS server shows our initiator (RFC 4171)."""
+    from bootinit.isns import ISNS_PORT, isns_discover, isns_server_from_ibft, parse_server
+
+    if args.isns == "ibft":
+        found = isns_server_from_ibft(args.ibft)
+        if found is None:
+            raise CliError("--isns without a server: no iSNS server in the iBFT "
+                           f"({args.ibft or 'firmware tables'})")
+        host, port = found, ISNS_PORT
+    else:
+        try:
+            host, port = parse_server(args.isns)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    with context(args) as ctx:
+        targets = isns_discover(ctx.stack, host, port, ctx.initiator.initiator_name)
+        obj = [{"name": t.name, "portals": [
+            {"host": p.host, "port": p.port, "tpgt": p.tpgt} for p in t.portals]}
+            for t in targets]
+        lines = [f"{'[' + p.host + ']' if ':' in p.host else p.host}:{p.port},"
+                 f"{p.tpgt if p.tpgt is not None else 1} {t.name}"
+                 for t in targets for p in t.portals]
+        _emit(args, obj, lines)
+        ctx.stats([])
+    return 0
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
+    if args.isns is not None:
+        return _discover_isns(args)
     if args.portal is not None:
         host, port = parse_portal(args.portal)
     with context(args) as ctx:
@@ -422,13 +464,38 @@ class Progress:
         sys.stderr.flush()
 
 
+def _open_dev(ctx: Context, args: argparse.Namespace) -> BlockDevice | MultipathDevice:
+    """The LUN of the command's URL(s): one session, MC/S (``--connections``) or
+    multipath over several URLs/root paths (``--multipath``)."""
+    from bootinit.multipath import open_device
+
+    urls: list[str | None] = list(args.url) if args.url else [None]
+    specs = [ctx.spec(u) for u in urls]
+    policy = args.multipath if args.multipath or len(specs) == 1 else "failover"
+    return open_device(ctx, specs, policy, connections=args.connections)
+
+
+def _dev_stats(ctx: Context, dev: BlockDevice | MultipathDevice) -> None:
+    from bootinit.multipath import device_counters
+
+    if not ctx.args.stats:
+        return
+    out = {"stack": ctx.stack.counters_dict(), "device": device_counters(dev)}
+    if ctx.args.json:
+        print(json.dumps({"stats": out}, indent=2), file=sys.stderr)
+        return
+    for section, layers in out.items():
+        for layer, values in layers.items():
+            shown = " ".join(f"{k}={v}" for k, v in sorted(values.items()) if v)
+            if shown:
+                print(f"{section}.{layer}: {shown}", file=sys.stderr)
+
+
 def cmd_read(args: argparse.Namespace) -> int:
-    if args.url is not None:
-        target_of(args.url)  # a bad URL is reported before the link is set up
+    for url in args.url or []:
+        target_of(url)  # a bad URL is reported before the link is set up
     with context(args) as ctx:
-        spec = ctx.spec(args.url)
-        s = ctx.login(spec)
-        dev = s.block_device()
+        dev = _open_dev(ctx, args)
         count = args.count if args.count is not None else dev.num_blocks - args.lba
         if args.lba < 0 or count < 0 or args.lba + count > dev.num_blocks:
             raise CliError(f"--lba {args.lba} --count {count}: outside the LUN's "
@@ -454,18 +521,16 @@ def cmd_read(args: argparse.Namespace) -> int:
             print(f"read {count} blocks in {elapsed:.2f} s "
                   f"({count * dev.block_size / max(elapsed, 1e-9) / 1e6:.1f} MB/s)",
                   file=sys.stderr)
-        ctx.stats([s])
-        s.logout()
+        _dev_stats(ctx, dev)
+        close_device(dev)
     return 0
 
 
 def cmd_write(args: argparse.Namespace) -> int:
-    if args.url is not None:
-        target_of(args.url)  # a bad URL is reported before the link is set up
+    for url in args.url or []:
+        target_of(url)  # a bad URL is reported before the link is set up
     with context(args) as ctx:
-        spec = ctx.spec(args.url)
-        s = ctx.login(spec)
-        dev = s.block_device()
+        dev = _open_dev(ctx, args)
         src = open(args.input, "rb") if args.input != "-" else sys.stdin.buffer  # noqa: SIM115
         try:
             data = src.read()
@@ -489,8 +554,8 @@ def cmd_write(args: argparse.Namespace) -> int:
         dev.flush()
         if args.verbose:
             print(f"wrote {blocks} blocks at LBA {args.lba}", file=sys.stderr)
-        ctx.stats([s])
-        s.logout()
+        _dev_stats(ctx, dev)
+        close_device(dev)
     return 0
 
 
@@ -532,8 +597,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         return p
 
     dhcp_help = "default with --dhcp: the DHCP root path (option 17)"
-    add("discover", cmd_discover, "list targets (SendTargets=All)").add_argument(
-        "portal", metavar="HOST[:PORT]", nargs="?", help=dhcp_help)
+    p = add("discover", cmd_discover, "list targets (SendTargets=All, or iSNS with --isns)")
+    p.add_argument("portal", metavar="HOST[:PORT]", nargs="?", help=dhcp_help)
+    p.add_argument("--isns", metavar="HOST[:PORT]", nargs="?", const="ibft", default=None,
+                   help="ask this iSNS server (RFC 4171, port 3205) instead; without a "
+                        "value: the iSNS server of the iBFT (--ibft FILE, else the firmware's)")
+    p.add_argument("--ibft", metavar="FILE", help="iBFT table file for --isns")
     add("ls", cmd_ls, "targets and LUNs with type and size (like iscsi-ls -s)").add_argument(
         "target", metavar="URL|HOST[:PORT]", nargs="?", help=dhcp_help)
     add("inquiry", cmd_inquiry, "INQUIRY and VPD identity of a LUN").add_argument(
@@ -541,12 +610,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add("readcap", cmd_readcap, "READ CAPACITY of a LUN").add_argument(
         "url", metavar="URL", nargs="?", help=dhcp_help)
     p = add("read", cmd_read, "read blocks to a file or stdout")
-    p.add_argument("url", metavar="URL", nargs="?", help=dhcp_help)
+    _add_device_args(p, dhcp_help)
     p.add_argument("--lba", type=int, default=0)
     p.add_argument("--count", type=int, default=None, help="blocks (default: to the end)")
     p.add_argument("-o", "--output", metavar="FILE")
     p = add("write", cmd_write, "write a file's blocks")
-    p.add_argument("url", metavar="URL", nargs="?", help=dhcp_help)
+    _add_device_args(p, dhcp_help)
     p.add_argument("--lba", type=int, default=0)
     p.add_argument("-i", "--input", metavar="FILE", required=True, help="FILE or - (stdin)")
     p = add("ping", cmd_ping, "NOP-Out pings to a target")

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from bootinit.iscsi.text import DiscoveredTarget, Portal
 
 if TYPE_CHECKING:
+    from firmware_tables.config import BootConfig
     from netstack.stack import NetStack
 
 log = logging.getLogger("bootinit.isns")
@@ -616,6 +617,39 @@ def parse_server(text: str, default_port: int = ISNS_PORT) -> tuple[str, int]:
     return host, port
 
 
+def isns_server_from_ibft(path: str | None = None) -> str | None:
+    """The iSNS server of the iBFT Initiator structure (iBFT 1.03 §3.4.3), or None.
+
+    ``path``: a table file; else the firmware's table (``/sys/firmware/ibft``, then
+    the ACPI table exported by Linux).  A missing or unreadable table gives None."""
+    from firmware_tables import FirmwareTableError
+    from firmware_tables.ibft.find import find_acpi_table, read_table_file
+    from firmware_tables.ibft.parse import parse_ibft
+    from firmware_tables.ibft.sysfs import read_sysfs
+
+    try:
+        if path is not None:
+            table = parse_ibft(read_table_file(path).data, strict=False)
+        else:
+            try:
+                table = read_sysfs(strict=False)
+            except (FirmwareTableError, OSError):
+                table = parse_ibft(find_acpi_table().data, strict=False)
+    except (FirmwareTableError, OSError) as e:
+        log.info("no iBFT to take an iSNS server from: %s", e)
+        return None
+    ini = table.initiator
+    server = ini.isns_server if ini is not None else None
+    return str(server) if server is not None else None
+
+
+def isns_server_of(config: BootConfig) -> tuple[str, int] | None:
+    """``(address, 3205)`` of a boot configuration's iSNS server (from the iBFT), or None."""
+    if config.isns_server is None:
+        return None
+    return str(config.isns_server), ISNS_PORT
+
+
 # ---------------------------------------------------------------- blocking helper
 def isns_discover(stack: NetStack, host: str, port: int, initiator_name: str, *,
                   register: bool = True, deregister: bool = True, timeout: float = 10.0,
@@ -672,5 +706,5 @@ __all__ = [
     "ISNS_PORT", "Attribute", "Flags", "FunctionId", "IsnsClient", "IsnsError",
     "IsnsMessage", "IsnsStatusError", "MessageReader", "PduHeader", "Status", "Tag",
     "decode_attributes", "encode_attributes", "encode_message", "isns_discover",
-    "parse_server", "targets_from_query",
+    "isns_server_from_ibft", "isns_server_of", "parse_server", "targets_from_query",
 ]

@@ -120,10 +120,11 @@ class PathSpec:
 class _Path:
     """State of one path (see :class:`PathState`)."""
 
-    def __init__(self, index: int, spec: PathSpec, stack: NetStack) -> None:
+    def __init__(self, index: int, spec: PathSpec, stack: NetStack, lun: int) -> None:
         self.index = index
         self.spec = spec
         self.stack = stack
+        self.lun = lun
         t = spec.target
         self.label = spec.label or f"{t.host}:{t.port}"
         self.isid = b"\x40" + os.urandom(5)  # random ISID (RFC 7143 §11.12.5), kept
@@ -199,7 +200,7 @@ class MultipathDevice:
             if spec.target.name != paths[0].target.name:
                 log.info("path %d names target %s (path 0: %s); the LUN identity decides",
                          i, spec.target.name, paths[0].target.name)
-            self.paths.append(_Path(i, spec, stack))
+            self.paths.append(_Path(i, spec, stack, spec.target.lun if lun is None else lun))
         self.stats: dict[str, int] = {"failovers": 0, "failbacks": 0, "path_failures": 0,
                                       "redirected": 0, "waited_for_path": 0,
                                       "identity_mismatch": 0}
@@ -236,7 +237,7 @@ class MultipathDevice:
     def _start_session(self, path: _Path, initial_deadline: float) -> None:
         now = self.loop.time()
         session = Session(self._session_config(path, initial_deadline), now=now)
-        path.handle = IscsiSession(path.stack, session, self.lun)
+        path.handle = IscsiSession(path.stack, session, path.lun)
         path.stats["connects"] += 1
         path.state = PathState.CONNECTING
         path.retry_at = _INF
@@ -273,14 +274,14 @@ class MultipathDevice:
         assert first is not None and first.handle is not None
         for p in up:
             assert p.session is not None
-            p.session.register_lun_identity(self.lun, self.identity)
+            p.session.register_lun_identity(p.lun, self.identity)
             p.state = PathState.UP
         burst = min(p.handle.params.max_burst_length for p in up if p.handle is not None)
         mt = max_transfer if max_transfer is not None else min(burst, DEFAULT_MAX_TRANSFER)
         self.max_transfer_blocks = max(1, mt // self.block_size)
         self._active = self._pick_active()
         log.info("multipath %s LUN %d: %d of %d paths up, policy %s", first.spec.target.name,
-                 self.lun, len(up), len(self.paths), self.policy)
+                 first.lun, len(up), len(self.paths), self.policy)
 
     @staticmethod
     def _why(p: _Path) -> str:
@@ -297,31 +298,32 @@ class MultipathDevice:
         """TEST UNIT READY, INQUIRY, READ CAPACITY and VPD identity on one path."""
         h = p.handle
         assert h is not None
-        res = h.test_unit_ready(self.lun)
+        res = h.test_unit_ready(p.lun)
         if not res.good:
             raise res.scsi_error(0x00)
-        inq = h.inquiry(self.lun)
+        inq = h.inquiry(p.lun)
         if not inq.connected:
-            raise MultipathError(f"path {p.label}: LUN {self.lun}: no logical unit connected")
-        cap = h.read_capacity(self.lun)
-        ident = h.lun_identity(self.lun)
+            raise MultipathError(f"path {p.label}: LUN {p.lun}: no logical unit connected")
+        ident = h.lun_identity(p.lun)
         if ident.designator is None:
             raise MultipathError(
-                f"path {p.label}: LUN {self.lun} of {p.spec.target.name} has no VPD 0x83 "
+                f"path {p.label}: LUN {p.lun} of {p.spec.target.name} has no VPD 0x83 "
                 "logical-unit designator: cannot prove that the paths reach one LUN")
+        if self.identity.known:
+            why = self.identity.mismatch(ident)
+            if why is not None:
+                raise MultipathError(
+                    f"path {p.label} reaches a different LUN than path "
+                    f"{self.paths[0].label}: {why}; refusing to merge them into one device")
+        cap = h.read_capacity(p.lun)
         if self.capacity_info is None:
             self.capacity_info, self.inquiry, self.identity = cap, inq, ident
             return
         if cap != self.capacity_info:
             raise MultipathError(
-                f"path {p.label}: LUN {self.lun} has {cap.blocks} blocks of {cap.block_size} "
+                f"path {p.label}: LUN {p.lun} has {cap.blocks} blocks of {cap.block_size} "
                 f"bytes, path {self.paths[0].label} {self.capacity_info.blocks} of "
                 f"{self.capacity_info.block_size}: refusing to merge different LUNs")
-        why = self.identity.mismatch(ident)
-        if why is not None:
-            raise MultipathError(
-                f"path {p.label} reaches a different LUN than the first path: {why}; "
-                "refusing to merge them into one device")
 
     # ============================================================== geometry
 
@@ -415,6 +417,7 @@ class MultipathDevice:
                 self._waiting.append(cmd)
             return
         cmd.attempts += 1
+        cmd.request.lun = path.lun  # the LU may have another number behind this path
         path.stats["commands"] += 1
         h = path.handle
         assert h is not None
@@ -560,7 +563,7 @@ class MultipathDevice:
                 self._probe_done(p, results, bufs)
 
         for page, buf in bufs.items():
-            req = ScsiRequest(scsi_cdb.inquiry(page, len(buf)), lun=self.lun, read_into=buf)
+            req = ScsiRequest(scsi_cdb.inquiry(page, len(buf)), lun=p.lun, read_into=buf)
 
             def cb(t: Task, pg: int = page, b: bytearray = buf) -> None:
                 one_done(t, pg, b)
@@ -584,7 +587,7 @@ class MultipathDevice:
                 f"path {p.label} came back with a different LUN: {why}"))
             return
         assert p.session is not None
-        p.session.register_lun_identity(self.lun, self.identity)
+        p.session.register_lun_identity(p.lun, self.identity)
         p.probe = []
         p.state = PathState.UP
         p.attempts = 0
@@ -758,26 +761,43 @@ class MultipathDevice:
 # ===================================================================== helpers
 
 def open_device(ctx: Context, specs: Sequence[TargetSpec | str], policy: str | None = None,
-                **kw: Any) -> BlockDevice | MultipathDevice:
-    """Open the LUN of ``specs`` for a CLI command (``bootinit read/boot/dump``).
+                *, connections: int = 1, **kw: Any) -> BlockDevice | MultipathDevice:
+    """Open the LUN of ``specs`` for a CLI command (``bootinit read/write/boot/dump``).
 
-    One spec and no policy: a plain :class:`~bootinit.blockdev.BlockDevice` over one
-    session of ``ctx.initiator``.  Several specs (or a policy): a
-    :class:`MultipathDevice` over ``ctx.stack`` with the command's CHAP, digest,
-    queue depth and timeout options.  Close it with ``dev.close()`` (multipath) or
-    ``ctx.close()`` (single path: the initiator logs out)."""
+    * one spec, no policy: a :class:`~bootinit.blockdev.BlockDevice` over one session
+      of ``ctx.initiator`` — with ``connections`` > 1 an MC/S session
+      (:mod:`bootinit.iscsi.mcs`) of up to that many connections;
+    * several specs (or a policy): a :class:`MultipathDevice` over ``ctx.stack``.
+
+    The command's CHAP, digest, queue depth and timeout options apply.  Release it
+    with :func:`close_device` before ``ctx`` closes (single sessions are also logged
+    out by ``ctx.close()``)."""
     from bootinit.commands import _digests, chap_for, target_of
 
     targets = [target_of(s) if isinstance(s, str) else s for s in specs]
     if not targets:
         raise MultipathError("no target given")
     args = ctx.args
-    if len(targets) == 1 and policy is None:
-        s = ctx.login(targets[0])
-        return s.block_device()
     digests = _digests(args)
     offer = ("CRC32C",) if digests is True else ("CRC32C", "None") if digests else ("None",)
     op = replace(OperationalConfig(), header_digest=offer, data_digest=offer)
+    if len(targets) == 1 and policy is None:
+        if connections <= 1:
+            return ctx.login(targets[0]).block_device()
+        from bootinit.blockdev import BlockDevice
+        from bootinit.iscsi.mcs import open_mcs
+
+        t = targets[0]
+        cfg_kw: dict[str, Any] = {}
+        if args.timeout is not None:
+            cfg_kw["command_timeout"] = float(args.timeout)
+        cfg = SessionConfig(initiator_name=ctx.initiator.initiator_name,
+                            portal=Portal(t.host, t.port), target_name=t.name,
+                            chap=chap_for(args, t), operational=op,
+                            queue_depth=args.queue_depth or 32, **cfg_kw)
+        handle = open_mcs(ctx.stack, cfg, connections=connections, lun=t.lun)
+        ctx.initiator.sessions.append(handle)  # logged out by ctx.close()
+        return BlockDevice(handle, t.lun)
     opts: dict[str, Any] = {"queue_depth": args.queue_depth or 32,
                             "initiator_name": ctx.initiator.initiator_name,
                             "operational": op}
@@ -790,5 +810,18 @@ def open_device(ctx: Context, specs: Sequence[TargetSpec | str], policy: str | N
                            default_stack=ctx.stack, chap=chap, **opts)
 
 
+def close_device(dev: BlockDevice | MultipathDevice) -> None:
+    """Log out of what :func:`open_device` opened (every path, or the one session)."""
+    if isinstance(dev, MultipathDevice):
+        dev.close()
+    else:
+        dev.session.logout()
+
+
+def device_counters(dev: BlockDevice | MultipathDevice) -> dict[str, dict[str, int]]:
+    """Counters of a device: per path (multipath), per connection (MC/S) or the session's."""
+    return dev.counters() if isinstance(dev, MultipathDevice) else dev.session.counters()
+
+
 __all__ = ["POLICIES", "MultipathDevice", "MultipathError", "PathSpec", "PathState",
-           "open_device"]
+           "close_device", "device_counters", "open_device"]

@@ -590,11 +590,11 @@ class Tgtd(_TargetDaemon):
                         "--param", f"portal={_portal(self.address, self.port)}")
             self._iscsi("--op", "delete", "--mode", "portal",
                         "--param", f"portal=127.0.0.1:{self.bootstrap_port}")
+            if self._isns is not None:
+                self._apply_isns()  # before the extra portals: see set_isns
             for address, port in self._portals:
                 self._iscsi("--op", "new", "--mode", "portal",
                             "--param", f"portal={_portal(address, port)}")
-            if self._isns is not None:
-                self._apply_isns()
             wait_listening(self.netns, self.address, self.port, self.start_timeout,
                            lambda: self.running, "tgtd")
             for address, port in self._portals:
@@ -763,7 +763,11 @@ class Tgtd(_TargetDaemon):
     def set_isns(self, server: str, port: int = 3205) -> None:
         """Register every target with the iSNS server (RFC 4171) at ``server``:
         ``--mode sys --name iSNSServerIP/iSNSServerPort``, then ``iSNS On`` (kept on
-        restart). Call it after the targets exist: tgtd registers what it has."""
+        restart). Call it after the targets exist: tgtd registers what it has.
+
+        tgtd 1.0.85 registers with open-isns only while it has one portal: with two,
+        the second portal stays "larval" and no storage node is registered.  Call it
+        before :meth:`add_portal` (only the first portal is then registered)."""
         self._isns = (server, port)
         if self.running:
             self._apply_isns()
