@@ -9,7 +9,8 @@ no TAP, no privileges: it is how bootinit runs rootless.
   split over several reads (or several frames in one read) come out whole, one per
   :meth:`StreamLink.recv`. A record longer than ``mtu + 18`` (an MTU-sized frame with
   an 802.1Q tag) or shorter than an Ethernet header is skipped by its length (the
-  stream stays in step) and counted (``rx_drop_oversize``, ``rx_drop_runt``).
+  stream stays in step; an oversize one is discarded as it arrives, never buffered)
+  and counted (``rx_drop_oversize``, ``rx_drop_runt``).
 - Sending appends records to a bounded buffer that is written as far as the socket
   takes it (EAGAIN leaves the rest pending). A frame that does not fit in the buffer
   is dropped and counted (``tx_drop_full``), like a full TAP queue. Pending bytes are
@@ -65,6 +66,7 @@ class StreamLink:
         self._clock = clock
         self._rx = bytearray()
         self._rx_off = 0
+        self._skip = 0  # bytes of an oversize record still to discard
         self._tx = bytearray()
         self._closed = False
         self._c: dict[str, int] = dict.fromkeys(
@@ -136,25 +138,40 @@ class StreamLink:
         return len(self._tx)
 
     def _next_record(self) -> bytes | None:
-        """A whole frame from the receive buffer, or None (skipping bad records)."""
+        """A whole frame from the receive buffer, or None (skipping bad records).
+
+        An oversize record is discarded as its bytes arrive (``_skip``), never buffered,
+        so a hostile length prefix cannot make us hold more than one read.
+        """
         rx = self._rx
         c = self._c
-        while len(rx) - self._rx_off >= 4:
+        while True:
+            avail = len(rx) - self._rx_off
+            if self._skip:
+                k = min(self._skip, avail)
+                self._skip -= k
+                self._rx_off += k
+                if self._skip:
+                    return None
+                continue
+            if avail < 4:
+                return None
             off = self._rx_off
             n = int.from_bytes(rx[off:off + 4], "big")
-            if len(rx) - off - 4 < n:
-                return None
-            self._rx_off = off + 4 + n
             if n > self._frame_max:
                 c["rx_drop_oversize"] += 1
+                self._rx_off = off + 4
+                self._skip = n
                 continue
+            if avail - 4 < n:
+                return None
+            self._rx_off = off + 4 + n
             if n < ETH_HLEN:
                 c["rx_drop_runt"] += 1
                 continue
             c["rx_frames"] += 1
             c["rx_bytes"] += n
             return bytes(rx[off + 4:off + 4 + n])
-        return None
 
     def _compact(self) -> None:
         if self._rx_off:
@@ -198,6 +215,8 @@ class StreamLink:
 
     def _rx_complete(self) -> bool:
         avail = len(self._rx) - self._rx_off
+        if self._skip:
+            return avail > 0
         if avail < 4:
             return False
         n = int.from_bytes(self._rx[self._rx_off:self._rx_off + 4], "big")

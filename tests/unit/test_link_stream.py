@@ -75,6 +75,29 @@ def test_oversize_and_runt_records_are_skipped_in_step(
     assert c["rx_drop_oversize"] == 1 and c["rx_drop_runt"] == 1
 
 
+def test_huge_length_prefix_is_discarded_without_buffering(
+        pair: tuple[StreamLink, socket.socket]) -> None:
+    link, peer = pair
+    n = 3 << 20  # "a 3 MiB frame": skipped as it streams in
+    peer.sendall(struct.pack("!I", n))
+    sent = 0
+    chunk = bytes(64 * 1024)
+    peer.setblocking(False)
+    while sent < n:
+        with contextlib.suppress(BlockingIOError):
+            sent += peer.send(chunk[:min(len(chunk), n - sent)])
+        assert link.recv() is None
+        assert len(link._rx) <= 512 * 1024  # never more than a couple of reads held
+    peer.setblocking(True)
+    peer.sendall(rec(frame(4)))
+    for _ in range(100):
+        f = link.recv()
+        if f is not None:
+            break
+    assert f == frame(4)
+    assert link.counters()["rx_drop_oversize"] == 1
+
+
 def test_send_records_and_backpressure(pair: tuple[StreamLink, socket.socket]) -> None:
     link, peer = pair
     link.send(frame(7))
