@@ -85,8 +85,9 @@ def stream(dev: BlockDevice, kind: str, data: memoryview, at: float | None = Non
             event()
 
 
+@pytest.mark.parametrize("victim", [2, 0], ids=["secondary", "leading"])
 def test_four_connections_spread_io_and_survive_a_killed_one(
-        env: tuple[Topology, Istgt, NetStack]) -> None:
+        env: tuple[Topology, Istgt, NetStack], victim: int) -> None:
     topo, tgt, stack = env
     h = login(topo, stack)
     try:
@@ -104,9 +105,9 @@ def test_four_connections_spread_io_and_survive_a_killed_one(
         with open(tgt.luns[0].path, "rb") as f:
             assert f.read(SIZE) == data
 
-        victim = m.glue[2].conn
-        assert victim is not None
-        port = victim.local_port
+        conn = m.glue[victim].conn
+        assert conn is not None
+        port = conn.local_port
 
         def kill() -> None:
             topo.run(["ss", "-K", "dst", str(topo.our_ip.ip), "dport", "=", f":{port}"])
