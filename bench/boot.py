@@ -60,6 +60,8 @@ from qemu.launch import QemuConfig, QemuVm  # noqa: E402
 
 IQN = "iqn.2024-01.org.bootinit:bootbench"
 WAYS = ("local", "libiscsi", "bootinit")
+EXTRA_WAYS = ("bootinit-no-ra",)
+"""Not run unless asked (``--way``): bootinit without its read-ahead."""
 GUESTS = ("bootsector", "linux")
 POLL = 0.005
 QEMU = "qemu-system-x86_64"
@@ -178,7 +180,7 @@ def qemu_run(guest: Guest, way: str, drive: str, ibft: Path, work: Path,
     return Run(guest.name, way, res.marks[guest.marker], res.seconds, rc)
 
 
-def bootinit_run(guest: Guest, topo: Topology, url: str) -> Run:
+def bootinit_run(guest: Guest, topo: Topology, url: str, readahead: bool = True) -> Run:
     """Boot through bootinit (in this process, as ``bootinit boot`` does)."""
     args = argparse.Namespace(netns=topo.netns, bridge=BRIDGE_NAME, ip=str(topo.our_ip),
                               json=False, verbose=0)
@@ -188,7 +190,8 @@ def bootinit_run(guest: Guest, topo: Topology, url: str) -> Run:
     holder: dict[str, float] = {}
     try:
         settings = GuestSettings(memory_mb=guest.memory_mb, time_limit=guest.limit,
-                                 watch=[guest.marker], keep_serial=True)
+                                 watch=[guest.marker], keep_serial=True,
+                                 readahead=readahead)
         res = run_guest(ctx, BootSource(parse_iscsi_url(url), "URL"), settings,
                         on_started=lambda vm: holder.setdefault("start", vm.started_at))
     finally:
@@ -196,7 +199,8 @@ def bootinit_run(guest: Guest, topo: Topology, url: str) -> Run:
     if guest.marker not in res.marks:
         raise BenchError(f"{guest.name} via bootinit: no marker (exit {res.exit_status}); "
                          f"serial tail: {res.serial[-500:]!r}; qemu: {res.qemu_log[-500:]!r}")
-    return Run(guest.name, "bootinit", res.marks[guest.marker], res.seconds,
+    way = "bootinit" if readahead else "bootinit-no-ra"
+    return Run(guest.name, way, res.marks[guest.marker], res.seconds,
                res.qemu_returncode, setup=holder["start"] - t0)
 
 
@@ -232,8 +236,8 @@ def measure(guest: Guest, runs: int, ways: list[str], work: Path) -> list[Run]:
                     r = qemu_run(guest, way, url, ibft, work, topo.netns)
                 else:
                     reset(guest.image, lun)
-                    r = bootinit_run(guest, topo, url)
-                print(f"  {guest.name:10} run {i + 1}/{runs} {way:9} marker {r.marker:6.2f} s"
+                    r = bootinit_run(guest, topo, url, readahead=way == "bootinit")
+                print(f"  {guest.name:10} run {i + 1}/{runs} {way:14} marker {r.marker:6.2f} s"
                       f"  exit after {r.total:6.2f} s", file=sys.stderr, flush=True)
                 out.append(r)
     return out
@@ -258,12 +262,12 @@ def table(rows: list[Row], info: dict[str, Any]) -> str:
     """The text table."""
     lines = [f"guest boot, seconds from QEMU start to the marker ({info['runs']} runs; "
              f"{info['accel']}, {info['cpus']} CPUs, {info['qemu']})",
-             f"{'guest':<11}{'way':<10}{'median':>8}{'min':>8}{'/libiscsi':>11}"
+             f"{'guest':<11}{'way':<15}{'median':>8}{'min':>8}{'/libiscsi':>11}"
              f"{'setup':>8}"]
     for r in rows:
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
         setup = f"{statistics.median(r.setups):.2f}" if r.setups else "-"
-        lines.append(f"{r.guest:<11}{r.way:<10}{r.median:>8.2f}{r.best:>8.2f}{ratio:>11}"
+        lines.append(f"{r.guest:<11}{r.way:<15}{r.median:>8.2f}{r.best:>8.2f}{ratio:>11}"
                      f"{setup:>8}")
     lines.append("setup: bootinit's stack, login and LUN checks before QEMU starts "
                  "(not in the times)")
@@ -287,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--guest", choices=(*GUESTS, "both"), default="both")
     ap.add_argument("--runs", type=int, default=3, help="boots per guest and way (3)")
-    ap.add_argument("--way", action="append", choices=WAYS,
+    ap.add_argument("--way", action="append", choices=WAYS + EXTRA_WAYS,
                     help="only these ways (repeatable; default all three)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--json-file", type=Path, help="also write the JSON to this file")

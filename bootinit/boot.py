@@ -59,6 +59,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from bootinit.blockdev import BlockDevice
 from bootinit.commands import CliError, Context, chap_for, fill_defaults, net_options, target_of
 from bootinit.iscsi.chap import ChapCredentials as IscsiChap
 from bootinit.nbd_server import NbdServer
@@ -287,6 +288,226 @@ def guest_config(initiator_name: str, target: TargetSpec, chap: IscsiChap | None
     return BootConfig(initiator_name=initiator_name, nics=(nic,), targets=(tgt,))
 
 
+# --------------------------------------------------------------------------- read-ahead
+
+
+IoCallback = Callable[[Any], None]
+
+
+class _Done:
+    """The result handed to a callback for a read served from the read-ahead cache."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class _Segment:
+    """Blocks ``[lba, lba + count)`` read ahead (``done``) or being read."""
+
+    __slots__ = ("count", "data", "done", "error", "lba", "stale", "used", "waiters")
+
+    def __init__(self, lba: int, count: int, block_size: int) -> None:
+        self.lba = lba
+        self.count = count
+        self.data = bytearray(count * block_size)
+        self.done = False
+        self.error: BaseException | None = None
+        self.stale = False
+        self.used = False
+        self.waiters: list[tuple[int, int, memoryview, IoCallback | None]] = []
+
+    @property
+    def end(self) -> int:
+        return self.lba + self.count
+
+    def overlaps(self, lba: int, count: int) -> bool:
+        return self.lba < lba + count and lba < self.end
+
+
+class ReadAhead:
+    """Sequential read-ahead in front of a block device, for the one reader a boot has.
+
+    QEMU's NBD client sends a booting guest's reads one at a time (BIOS INT 13h, then
+    the kernel's first reads), so each waits for a full iSCSI round trip. When a read
+    continues the previous one (or was served from here), the next ``window`` bytes are
+    read ahead in ``chunk``-sized commands; a read inside them is answered from memory
+    (or as soon as its chunk arrives). Writes invalidate what they overlap, also the
+    chunks read while they were in flight (the target may reorder them). At most
+    ``limit`` bytes are held. Same interface as the device (what NbdServer uses).
+    """
+
+    def __init__(self, device: BlockDevice, *, window: int = 512 << 10,
+                 chunk: int = 128 << 10, limit: int = 4 << 20) -> None:
+        self.device = device
+        bs = device.block_size
+        self.window = max(1, window // bs)
+        self.chunk = max(1, min(chunk // bs, device.max_transfer_blocks))
+        self.limit = max(self.window + self.chunk, limit // bs)
+        self.segments: list[_Segment] = []
+        self.next_lba = -1
+        self.counters: dict[str, int] = {
+            "hits": 0, "waits": 0, "misses": 0, "prefetches": 0, "prefetched_bytes": 0,
+            "unused_bytes": 0, "invalidated": 0, "prefetch_errors": 0}
+
+    @property
+    def block_size(self) -> int:
+        """Logical block size in bytes."""
+        return self.device.block_size
+
+    @property
+    def capacity(self) -> int:
+        """Size in bytes."""
+        return self.device.capacity
+
+    # ------------------------------------------------------------------ reads
+
+    def _find(self, lba: int, count: int) -> _Segment | None:
+        for s in self.segments:
+            if not s.stale and s.error is None and s.lba <= lba and lba + count <= s.end:
+                return s
+        return None
+
+    def submit_read(self, lba: int, count: int, buf: bytearray | memoryview | None = None,
+                    callback: IoCallback | None = None) -> object:
+        """Read ``count`` blocks at ``lba`` into ``buf`` (see the class doc)."""
+        bs = self.block_size
+        if buf is None:
+            buf = bytearray(count * bs)
+        sequential = lba == self.next_lba
+        self.next_lba = lba + count
+        seg = self._find(lba, count) if count else None
+        result: object
+        if seg is None:
+            self.counters["misses"] += 1
+            result = self.device.submit_read(lba, count, buf, callback)
+        else:
+            seg.used = True
+            view = memoryview(buf).cast("B")
+            if seg.done:
+                self.counters["hits"] += 1
+                off = (lba - seg.lba) * bs
+                view[:count * bs] = seg.data[off:off + count * bs]
+                result = _Done()
+                if callback is not None:
+                    callback(result)
+            else:
+                self.counters["waits"] += 1
+                seg.waiters.append((lba, count, view, callback))
+                result = seg
+        if count and (sequential or seg is not None):
+            self._forget_before(lba)
+            self._prefetch(lba + count)
+        return result
+
+    def _forget_before(self, lba: int) -> None:
+        """Drop what a sequential reader went past."""
+        keep = []
+        for s in self.segments:
+            if s.done and s.end <= lba:
+                if not s.used:
+                    self.counters["unused_bytes"] += len(s.data)
+            else:
+                keep.append(s)
+        self.segments = keep
+
+    def _held(self) -> int:
+        return sum(s.count for s in self.segments)
+
+    def _prefetch(self, start: int) -> None:
+        total = self.device.num_blocks
+        frontier = start
+        for s in sorted((s for s in self.segments if not s.stale and s.error is None),
+                        key=lambda s: s.lba):
+            if s.lba <= frontier < s.end:
+                frontier = s.end
+        held = self._held()
+        while frontier < min(start + self.window, total):
+            n = min(self.chunk, total - frontier)
+            if held + n > self.limit:
+                self._evict(held + n - self.limit)
+                held = self._held()
+                if held + n > self.limit:
+                    return
+            seg = _Segment(frontier, n, self.block_size)
+            self.segments.append(seg)
+            self.counters["prefetches"] += 1
+            self.device.submit_read(frontier, n, seg.data, self._arrival(seg))
+            held += n
+            frontier += n
+
+    def _evict(self, blocks: int) -> None:
+        """Drop finished segments, oldest first, until ``blocks`` are freed."""
+        keep = []
+        for s in self.segments:
+            if blocks > 0 and s.done:
+                blocks -= s.count
+                if not s.used:
+                    self.counters["unused_bytes"] += len(s.data)
+            else:
+                keep.append(s)
+        self.segments = keep
+
+    def _arrival(self, seg: _Segment) -> IoCallback:
+        def arrived(req: Any) -> None:
+            self._arrived(seg, req)
+        return arrived
+
+    def _arrived(self, seg: _Segment, req: Any) -> None:
+        seg.done = True
+        seg.error = req.error
+        if seg.error is None:
+            self.counters["prefetched_bytes"] += len(seg.data)
+        else:
+            self.counters["prefetch_errors"] += 1
+        if seg.stale or seg.error is not None:
+            with contextlib.suppress(ValueError):
+                self.segments.remove(seg)
+        waiters, seg.waiters = seg.waiters, []
+        bs = self.block_size
+        for lba, count, view, cb in waiters:
+            if seg.error is not None:
+                # ask again by itself: its own error (or success) is the answer
+                self.device.submit_read(lba, count, view, cb)
+                continue
+            off = (lba - seg.lba) * bs
+            view[:count * bs] = seg.data[off:off + count * bs]
+            if cb is not None:
+                cb(_Done())
+
+    # ------------------------------------------------------------- writes, flush
+
+    def _invalidate(self, lba: int, count: int) -> None:
+        keep = []
+        for s in self.segments:
+            if s.overlaps(lba, count):
+                self.counters["invalidated"] += 1
+                s.stale = True
+                if not s.done:
+                    keep.append(s)      # its waiters still get what was read
+            else:
+                keep.append(s)
+        self.segments = keep
+
+    def submit_write(self, lba: int, data: bytes | bytearray | memoryview,
+                     callback: IoCallback | None = None) -> object:
+        """Write through; invalidate what overlaps now and when the write completes."""
+        count = memoryview(data).nbytes // self.block_size
+        self._invalidate(lba, count)
+
+        def done(req: Any) -> None:
+            self._invalidate(lba, count)
+            if callback is not None:
+                callback(req)
+
+        return self.device.submit_write(lba, data, done)
+
+    def submit_flush(self, callback: IoCallback | None = None) -> object:
+        """SYNCHRONIZE CACHE (nothing is cached for writing here)."""
+        return self.device.submit_flush(callback)
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -306,6 +527,8 @@ class GuestSettings:
     save_ibft: Path | None = None
     """Also write the guest's iBFT here."""
     keep_serial: bool = True
+    readahead: bool = True
+    """Serve sequential guest reads from :class:`ReadAhead`."""
 
 
 @dataclass
@@ -421,7 +644,8 @@ def run_guest(ctx: Context, source: BootSource, settings: GuestSettings,
         fd = os.open(ibft_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(table)
-        server = NbdServer(ctx.loop, work / "nbd.sock", dev,
+        ra = ReadAhead(dev) if settings.readahead else None
+        server = NbdServer(ctx.loop, work / "nbd.sock", ra if ra is not None else dev,
                            description=f"{spec.name} LUN {spec.lun}")
         try:
             qcfg = QemuConfig(drive=f"nbd:unix:{server.path}", memory_mb=settings.memory_mb,
@@ -435,6 +659,8 @@ def run_guest(ctx: Context, source: BootSource, settings: GuestSettings,
             result.counters = {"stack": ctx.stack.counters_dict(),
                                "session": session.counters(),
                                "nbd": {"server": dict(server.counters)}}
+            if ra is not None:
+                result.counters["nbd"]["readahead"] = dict(ra.counters)
     session.logout()
     with contextlib.suppress(ValueError):
         ctx.initiator.sessions.remove(session)
@@ -657,7 +883,7 @@ def settings_from_args(args: argparse.Namespace, serial: IO[bytes] | None) -> Gu
     return GuestSettings(memory_mb=args.memory, qemu=qemu, extra_args=list(args.qemu_args),
                          time_limit=args.time_limit, serial=serial,
                          save_ibft=Path(args.save_ibft) if args.save_ibft else None,
-                         keep_serial=False)
+                         keep_serial=False, readahead=not args.no_readahead)
 
 
 def boot_with_context(args: argparse.Namespace, source: BootSource, settings: GuestSettings,
@@ -704,6 +930,9 @@ def add_boot_arguments(p: argparse.ArgumentParser, *, target: bool = True) -> No
                    help="write the guest's serial console here (default: stdout)")
     g.add_argument("--time-limit", type=float, metavar="S",
                    help="stop the guest after S seconds (exit status 124)")
+    g.add_argument("--no-readahead", action="store_true",
+                   help="serve every guest read straight from the target (default: "
+                        "sequential reads are read ahead, 512 KiB)")
     g.add_argument("--save-ibft", metavar="FILE",
                    help="also write the iBFT given to the guest to FILE (holds CHAP "
                         "secrets)")

@@ -173,6 +173,7 @@ def run_demo(args: argparse.Namespace, interrupts: Interrupts, out: IO[str]) -> 
             settings = GuestSettings(memory_mb=args.memory, qemu=args.qemu_binary,
                                      extra_args=list(args.qemu_args),
                                      time_limit=args.time_limit,
+                                     readahead=not args.no_readahead,
                                      serial=sys.stdout.buffer if args.serial is None
                                      else None, watch=watch)
             result = _boot(args, BootSource(parse_target(lab.url), f"lab {name}"),

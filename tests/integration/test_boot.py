@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bootinit.boot import BootSource, guest_config, resolve_source
+from bootinit.boot import BootSource, ReadAhead, guest_config, resolve_source
 from bootinit.cli import build_parser
 from bootinit.commands import fill_defaults
 from bootinit.demo import expected_ibft, ibft_differences, serial_ibft
@@ -142,6 +142,111 @@ def test_serial_ibft_parsing() -> None:
                     "/sys/firmware/ibft/ethernet0/hostname": ""}
     assert ibft_differences(seen, dict(seen)) == []
     assert ibft_differences(seen, {}) != []
+
+
+class FakeDevice:
+    """A block device whose reads take their data when submitted (as a target that
+    reorders would) and complete when the test says so."""
+
+    block_size = 512
+    max_transfer_blocks = 2048
+
+    def __init__(self, blocks: int) -> None:
+        self.disk = bytearray(os.urandom(blocks * 512))
+        self.num_blocks = blocks
+        self.capacity = blocks * 512
+        self.pending: list[tuple[object, ...]] = []
+        self.reads: list[tuple[int, int]] = []
+        self.fail_lbas: set[int] = set()
+
+    def submit_read(self, lba: int, count: int, buf: bytearray | memoryview | None = None,
+                    callback: object = None) -> object:
+        self.reads.append((lba, count))
+        data = bytes(self.disk[lba * 512:(lba + count) * 512])
+        err = RuntimeError("medium error") if lba in self.fail_lbas else None
+        self.fail_lbas.discard(lba)
+        self.pending.append(("r", buf, data, callback, err))
+        return None
+
+    def submit_write(self, lba: int, data: bytes, callback: object = None) -> object:
+        self.pending.append(("w", lba, bytes(data), callback, None))
+        return None
+
+    def submit_flush(self, callback: object = None) -> object:
+        self.pending.append(("f", None, None, callback, None))
+        return None
+
+    def complete(self, n: int | None = None) -> None:
+        todo = self.pending[:n] if n is not None else list(self.pending)
+        del self.pending[:len(todo)]
+        for kind, a, b, cb, err in todo:
+            if kind == "r" and err is None:
+                memoryview(a).cast("B")[:len(b)] = b  # type: ignore[arg-type]
+            elif kind == "w":
+                self.disk[a * 512:a * 512 + len(b)] = b  # type: ignore[operator]
+            if cb is not None:
+                cb(argparse.Namespace(error=err))  # type: ignore[operator]
+
+
+def ra_read(ra: ReadAhead, dev: FakeDevice, lba: int, count: int) -> bytes:
+    buf = bytearray(count * 512)
+    got: list[object] = []
+    ra.submit_read(lba, count, buf, got.append)
+    while not got:
+        dev.complete(1)
+    assert getattr(got[0], "error", None) is None
+    return bytes(buf)
+
+
+def test_readahead_serves_sequential_reads_from_memory() -> None:
+    dev = FakeDevice(4096)
+    ra = ReadAhead(dev, window=64 << 10, chunk=16 << 10)  # type: ignore[arg-type]
+    assert ra_read(ra, dev, 0, 1) == dev.disk[:512]          # first read: a miss
+    assert ra_read(ra, dev, 1, 8) == dev.disk[512:9 * 512]   # sequential: read ahead
+    dev.complete()
+    before = len(dev.reads)
+    for lba in range(9, 100, 8):
+        assert ra_read(ra, dev, lba, 8) == dev.disk[lba * 512:(lba + 8) * 512]
+        dev.complete()
+    c = ra.counters
+    assert c["misses"] == 2 and c["hits"] >= 10 and c["prefetches"] >= 6
+    assert all(n == 32 for _, n in dev.reads[before:])       # only read-ahead chunks
+    assert ra._held() <= ra.limit
+    # a random read elsewhere is passed through and starts nothing
+    n = len(dev.reads)
+    assert ra_read(ra, dev, 3000, 2) == dev.disk[3000 * 512:3002 * 512]
+    assert len(dev.reads) == n + 1
+
+
+def test_readahead_never_returns_data_older_than_a_write() -> None:
+    dev = FakeDevice(1024)
+    ra = ReadAhead(dev, window=32 << 10, chunk=8 << 10)  # type: ignore[arg-type]
+    ra_read(ra, dev, 0, 8)
+    ra_read(ra, dev, 8, 8)
+    dev.complete()                     # blocks 16.. are held
+    new = os.urandom(8 * 512)
+    done: list[object] = []
+    ra.submit_write(20, new, done.append)
+    ra.submit_read(16, 8, bytearray(4096), lambda r: None)   # sequential: prefetch again
+    dev.complete()                     # prefetches took their data before the write
+    assert done
+    assert ra_read(ra, dev, 20, 8) == new
+    assert ra.counters["invalidated"] >= 2
+
+
+def test_readahead_prefetch_error_falls_back_to_a_direct_read() -> None:
+    dev = FakeDevice(1024)
+    ra = ReadAhead(dev, window=16 << 10, chunk=16 << 10)  # type: ignore[arg-type]
+    dev.fail_lbas.add(16)
+    ra_read(ra, dev, 0, 8)
+    ra_read(ra, dev, 8, 8)             # served; the prefetch of 16.. fails
+    got: list[object] = []
+    ra.submit_read(16, 8, bytearray(4096), got.append)
+    dev.complete()
+    assert ra.counters["prefetch_errors"] == 1
+    while not got:
+        dev.complete(1)
+    assert getattr(got[0], "error", None) is None
 
 
 # ------------------------------------------------------------------- real boots
