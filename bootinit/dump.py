@@ -750,6 +750,8 @@ class DumpResult:
     area: DumpArea | None = None
     seconds: float = 0.0
     mb_per_s: float = 0.0
+    memory_mb_per_s: float = 0.0
+    also_file_mb_per_s: float | None = None
     verify_mb_per_s: float | None = None
     verified: bool = False
     writes: int = 0
@@ -768,6 +770,9 @@ class DumpResult:
                 "area": {"offset": self.area.offset, "size": self.area.size,
                          "block_size": self.area.block_size} if self.area else None,
                 "seconds": round(self.seconds, 4), "mb_per_s": round(self.mb_per_s, 2),
+                "memory_mb_per_s": round(self.memory_mb_per_s, 2),
+                "also_file_mb_per_s": (round(self.also_file_mb_per_s, 2)
+                                       if self.also_file_mb_per_s is not None else None),
                 "verify_mb_per_s": (round(self.verify_mb_per_s, 2)
                                     if self.verify_mb_per_s is not None else None),
                 "verified": self.verified, "writes": self.writes,
@@ -938,9 +943,9 @@ class Dumper:
         a = self.area
         self.report(f"armed: dump area {a.size} bytes at byte {a.offset} of the LUN "
                     f"({a.block_size}-byte blocks), room for {self.writer.capacity} bytes; "
-                    f"guest RAM {self._guest_memory >> 20} MiB, {s.format.qmp_name} dump up to "
-                    f"{_mb(bound)}; {s.depth} buffers of {s.chunk_size >> 10} KiB; "
-                    f"QEMU {self._qemu_version}"
+                    f"guest RAM {self._guest_memory >> 20} MiB ({s.format.qmp_name}; the "
+                    f"exact size is checked at the panic); {s.depth} buffers of "
+                    f"{s.chunk_size >> 10} KiB; QEMU {self._qemu_version}"
                     + (f" pid {self.guest.pid}" if self.guest is not None else ""))
         if self.guest is not None and added_s:
             self.qmp.execute("cont")
@@ -982,8 +987,12 @@ class Dumper:
         t_panic = self.loop.time()
         if not self._session_alive():
             self.report("the iSCSI session has failed: logging in again")
+            old = self.session
             with contextlib.suppress(Exception):
-                self.session.close()
+                old.close()
+            sessions = getattr(getattr(self.ctx, "initiator", None), "sessions", None)
+            if isinstance(sessions, list) and old in sessions:
+                sessions.remove(old)
             self.session, self.device = self.login()
             w.rebind(self.device)
             res.relogin = True
@@ -1036,8 +1045,11 @@ class Dumper:
         res.header = header
         res.seconds, res.mb_per_s = w.seconds, w.mb_per_s
         res.writes, res.max_inflight, res.stalls = w.writes, w.max_inflight, src.stalls
+        res.memory_mb_per_s = total / w.seconds / 1e6
+        rate = (f"{w.mb_per_s:.1f} MB/s" if s.format is DumpFormat.ELF else
+                f"{w.mb_per_s:.1f} MB/s ({res.memory_mb_per_s:.1f} MB/s of guest memory)")
         self.report(f"wrote {header.data_size} bytes ({s.format.qmp_name}) in "
-                    f"{w.seconds:.2f} s: {w.mb_per_s:.1f} MB/s; {w.writes} writes, up to "
+                    f"{w.seconds:.2f} s: {rate}; {w.writes} writes, up to "
                     f"{w.max_inflight} in flight; SHA-256 {header.checksum.hex()}; "
                     f"cache synchronized, header committed")
         if s.verify:
@@ -1073,6 +1085,7 @@ class Dumper:
                 size += len(block)
         same = size == header.data_size and h.digest() == header.checksum
         self.result.also_file_identical = same
+        self.result.also_file_mb_per_s = size / secs / 1e6
         if not same:
             raise VerifyError(f"QEMU's own dump to {path} ({size} bytes, SHA-256 "
                               f"{h.hexdigest()}) differs from the dump on the LUN "
