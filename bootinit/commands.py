@@ -287,7 +287,7 @@ def _add_device_args(p: argparse.ArgumentParser, dhcp_help: str) -> None:
     p.add_argument("--multipath", choices=("failover", "round-robin"), default=None,
                    help="path policy for several URLs (default failover)")
     p.add_argument("--connections", metavar="N", type=int, default=1,
-                   help="MC/S: up to N connections in the session (RFC 7143 §4.4)")
+                   help="MC/S: up to N connections in the session (RFC 7143 §4.4; one URL)")
 
 
 def _discover_isns(args: argparse.Namespace) -> int:
@@ -319,6 +319,11 @@ def _discover_isns(args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
+    if args.isns is None and args.portal is None and not args.dhcp:
+        from bootinit.isns import isns_server_from_ibft
+
+        if isns_server_from_ibft(args.ibft) is not None:
+            args.isns = "ibft"  # no portal given: the iBFT's iSNS server, when it has one
     if args.isns is not None:
         return _discover_isns(args)
     if args.portal is not None:
@@ -602,7 +607,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--isns", metavar="HOST[:PORT]", nargs="?", const="ibft", default=None,
                    help="ask this iSNS server (RFC 4171, port 3205) instead; without a "
                         "value: the iSNS server of the iBFT (--ibft FILE, else the firmware's)")
-    p.add_argument("--ibft", metavar="FILE", help="iBFT table file for --isns")
+    p.add_argument("--ibft", metavar="FILE",
+                   help="iBFT table file for --isns (without a portal and without --dhcp, "
+                        "an iBFT with an iSNS server is used even without --isns)")
     add("ls", cmd_ls, "targets and LUNs with type and size (like iscsi-ls -s)").add_argument(
         "target", metavar="URL|HOST[:PORT]", nargs="?", help=dhcp_help)
     add("inquiry", cmd_inquiry, "INQUIRY and VPD identity of a LUN").add_argument(

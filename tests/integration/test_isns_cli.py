@@ -95,6 +95,9 @@ def test_discover_isns_from_the_ibft(env: Env, tmp_path: Path) -> None:
     cp = run(env, "discover", "--isns", "--ibft", str(table))
     assert cp.returncode == 0, cp.stderr
     assert f"{A}:3260,1 {IQN}" in cp.stdout.decode().splitlines()
+    cp = run(env, "discover", "--ibft", str(table))  # no portal: the iBFT's iSNS server
+    assert cp.returncode == 0, cp.stderr
+    assert f"{A}:3260,1 {IQN}" in cp.stdout.decode().splitlines()
     empty = tmp_path / "noisns.bin"
     empty.write_bytes(BootConfig(initiator_name="iqn.2026-11.org.bootinit:ibft").to_ibft())
     cp = run(env, "discover", "--isns", "--ibft", str(empty))
