@@ -62,6 +62,7 @@ from typing import IO, Any
 from bootinit.blockdev import BlockDevice
 from bootinit.commands import CliError, Context, chap_for, fill_defaults, net_options, target_of
 from bootinit.iscsi.chap import ChapCredentials as IscsiChap
+from bootinit.multipath import MultipathDevice
 from bootinit.nbd_server import NbdServer
 from firmware_tables import (
     BootConfig,
@@ -164,6 +165,8 @@ class BootSource:
     initiator_name: str | None = None
     nic: NicConfig | None = None
     """The table's NIC for the target (its address, MAC, DNS ... are reused)."""
+    more: tuple[TargetSpec, ...] = ()
+    """Further paths to the same LUN (multipath: several URLs on the command line)."""
 
 
 def load_table(path: str | None, machine: bool) -> tuple[BootConfig, str]:
@@ -253,10 +256,13 @@ def resolve_source(args: argparse.Namespace) -> BootSource:
         raise CliError("nothing to boot: give a target (iscsi://HOST/IQN/LUN or "
                        "iscsi:HOST:::LUN:IQN), --ibft FILE, --machine-ibft, --lab NAME "
                        "or --dhcp (root path from DHCP option 17)")
-    text = args.target
-    origin = "root path" if text.startswith("iscsi:") and not text.startswith(
+    texts: list[str] = list(args.target)
+    specs = [target_of(t) for t in texts]
+    origin = "root path" if texts[0].startswith("iscsi:") and not texts[0].startswith(
         "iscsi://") else "URL"
-    return BootSource(target=target_of(text), origin=origin)
+    if len(specs) > 1:
+        origin = f"{len(specs)} paths"
+    return BootSource(target=specs[0], origin=origin, more=tuple(specs[1:]))
 
 
 def _chap_to_table(chap: IscsiChap | None) -> tuple[ChapCredentials | None,
@@ -274,18 +280,23 @@ def _chap_to_table(chap: IscsiChap | None) -> tuple[ChapCredentials | None,
 def guest_config(initiator_name: str, target: TargetSpec, chap: IscsiChap | None,
                  address: IPv4Interface, gateway: IPv4Address | None, mac: bytes,
                  vlan: int = 0, dhcp: bool = False, template: NicConfig | None = None,
-                 dhcp_server: IPv4Address | None = None) -> BootConfig:
+                 dhcp_server: IPv4Address | None = None,
+                 second: tuple[TargetSpec, IscsiChap | None] | None = None) -> BootConfig:
     """The boot configuration the guest's iBFT describes: this initiator, one NIC with the
     address, gateway, MAC and VLAN bootinit uses (DNS, host name and PCI location kept
-    from ``template``), and the target with the CHAP credentials used to log in."""
+    from ``template``), and the target with the CHAP credentials used to log in; a
+    ``second`` path to the LUN becomes the table's second target (it has room for two)."""
     base = template or NicConfig()
     nic = dataclasses.replace(
         base, address=address, gateway=gateway, mac=mac, vlan=vlan, dhcp=dhcp,
         dhcp_server=dhcp_server if dhcp_server is not None else (
             base.dhcp_server if dhcp else None), boot_selected=True)
-    fwd, rev = _chap_to_table(chap)
-    tgt = dataclasses.replace(target, chap=fwd, reverse_chap=rev, nic=0, boot_selected=True)
-    return BootConfig(initiator_name=initiator_name, nics=(nic,), targets=(tgt,))
+    targets = []
+    for spec, cred in ((target, chap), *((second,) if second is not None else ())):
+        fwd, rev = _chap_to_table(cred)
+        targets.append(dataclasses.replace(spec, chap=fwd, reverse_chap=rev, nic=0,
+                                           boot_selected=True))
+    return BootConfig(initiator_name=initiator_name, nics=(nic,), targets=tuple(targets))
 
 
 # --------------------------------------------------------------------------- read-ahead
@@ -338,7 +349,7 @@ class ReadAhead:
     ``limit`` bytes are held. Same interface as the device (what NbdServer uses).
     """
 
-    def __init__(self, device: BlockDevice, *, window: int = 512 << 10,
+    def __init__(self, device: BlockDevice | MultipathDevice, *, window: int = 512 << 10,
                  chunk: int = 128 << 10, limit: int = 4 << 20) -> None:
         self.device = device
         bs = device.block_size
@@ -619,17 +630,44 @@ def run_guest(ctx: Context, source: BootSource, settings: GuestSettings,
     ``ctx`` holds the stack and the initiator (see :class:`bootinit.commands.Context`).
     Raises :class:`BootError` for problems before QEMU starts.
     """
+    from bootinit.multipath import close_device, device_counters, open_device
+
     spec = source.target if source.target is not None else ctx.spec(None)
+    specs = [spec, *source.more]
     chap = chap_for(ctx.args, spec)
-    session = ctx.login(spec)
-    dev = session.block_device()
+    policy = getattr(ctx.args, "multipath", None)
+    dev = open_device(ctx, specs, policy if policy or len(specs) == 1 else "failover",
+                      connections=getattr(ctx.args, "connections", 1) or 1)
+    try:
+        result = _run_device(ctx, source, settings, interrupts, on_started, specs, chap, dev)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            close_device(dev)
+        raise
+    close_device(dev)                        # logout
+    if isinstance(dev, BlockDevice):
+        with contextlib.suppress(ValueError):
+            ctx.initiator.sessions.remove(dev.session)
+    result.counters["session"] = device_counters(dev)
+    result.counters["stack"] = ctx.stack.counters_dict()
+    return result
+
+
+def _run_device(ctx: Context, source: BootSource, settings: GuestSettings,
+                interrupts: Interrupts | None, on_started: Callable[[QemuVm], None] | None,
+                specs: list[TargetSpec], chap: IscsiChap | None,
+                dev: BlockDevice | MultipathDevice) -> BootResult:
+    from bootinit.multipath import device_counters
+
+    spec = specs[0]
     first = dev.read(0, 1)
     if first[510:512] != BOOT_SIGNATURE:
         raise BootError(
             f"{mask_url(_url(spec))}: LUN {spec.lun} is not bootable: no boot signature "
             f"55 aa at offset 510 of LBA 0 (found {first[510:512].hex(' ')}; "
             f"{dev.capacity} bytes, {dev.block_size}-byte blocks)")
-    cfg = _guest_boot_config(ctx, source, spec, chap)
+    second = (specs[1], chap_for(ctx.args, specs[1])) if len(specs) > 1 else None
+    cfg = _guest_boot_config(ctx, source, spec, chap, second)
     try:
         table = cfg.to_ibft()
     except FirmwareTableError as e:
@@ -657,20 +695,17 @@ def run_guest(ctx: Context, source: BootSource, settings: GuestSettings,
         finally:
             server.close()
             result.counters = {"stack": ctx.stack.counters_dict(),
-                               "session": session.counters(),
+                               "session": device_counters(dev),
                                "nbd": {"server": dict(server.counters)}}
             if ra is not None:
                 result.counters["nbd"]["readahead"] = dict(ra.counters)
-    session.logout()
-    with contextlib.suppress(ValueError):
-        ctx.initiator.sessions.remove(session)
-    result.counters["session"] = session.counters()
-    result.counters["stack"] = ctx.stack.counters_dict()
     return result
 
 
 def _guest_boot_config(ctx: Context, source: BootSource, spec: TargetSpec,
-                       chap: IscsiChap | None) -> BootConfig:
+                       chap: IscsiChap | None,
+                       second: tuple[TargetSpec, IscsiChap | None] | None = None,
+                       ) -> BootConfig:
     """The guest's boot configuration from what the stack really uses (static address
     or DHCP lease, MAC, VLAN) and the target logged in to."""
     from bootinit.dhcpboot import nic_from_lease
@@ -688,7 +723,8 @@ def _guest_boot_config(ctx: Context, source: BootSource, spec: TargetSpec,
     return guest_config(ctx.initiator.initiator_name, spec, chap, address, gateway,
                         opts.mac, vlan=opts.vlan or 0, dhcp=lease is not None,
                         template=template,
-                        dhcp_server=lease.server_id if lease is not None else None)
+                        dhcp_server=lease.server_id if lease is not None else None,
+                        second=second)
 
 
 def _url(spec: TargetSpec) -> str:
@@ -938,9 +974,14 @@ def add_boot_arguments(p: argparse.ArgumentParser, *, target: bool = True) -> No
                         "secrets)")
     if target:
         c = p.add_argument_group("boot configuration")
-        c.add_argument("target", nargs="?", metavar="URL|ROOT_PATH",
+        c.add_argument("target", nargs="*", metavar="URL|ROOT_PATH",
                        help="iscsi://[user[%%secret]@]host[:port]/iqn/lun or iPXE's "
-                            "iscsi:host:proto:port:lun:iqn")
+                            "iscsi:host:proto:port:lun:iqn; several: paths to one LUN "
+                            "(multipath; the guest's iBFT names the first two)")
+        c.add_argument("--multipath", choices=("failover", "round-robin"),
+                       help="path policy for several URLs (default failover)")
+        c.add_argument("--connections", metavar="N", type=int, default=1,
+                       help="MC/S: up to N connections in the session")
         c.add_argument("--ibft", metavar="FILE", help="boot configuration from this iBFT")
         c.add_argument("--machine-ibft", action="store_true",
                        help="boot configuration from this machine's iBFT "
@@ -983,7 +1024,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     doc = (__doc__ or "").split("\n\n")
     p = _add(sub, "boot", parents=[net_options()],
              help="boot a QEMU guest from an iSCSI LUN through bootinit",
-             usage="bootinit boot [options] [URL|ROOT_PATH] [-- QEMU_ARGS...]",
+             usage="bootinit boot [options] [URL|ROOT_PATH ...] [-- QEMU_ARGS...]",
              description=doc[0].split(": ", 1)[-1],
              epilog="Arguments after -- go to QEMU as they are. Exit status: QEMU's "
                     "(isa-debug-exit: (value << 1) | 1); 130/143 after SIGINT/SIGTERM; "
@@ -1002,8 +1043,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         fill_defaults(args)
-        for k, v in (("target", None), ("ibft", None), ("machine_ibft", False),
-                     ("lab", None), ("qemu_args", [])):
+        for k, v in (("target", []), ("ibft", None), ("machine_ibft", False),
+                     ("lab", None), ("qemu_args", []), ("multipath", None),
+                     ("connections", 1)):
             if not hasattr(args, k):
                 setattr(args, k, v)
         try:

@@ -70,12 +70,12 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_arguments_after_dashdash_go_to_qemu() -> None:
     args = parse("boot", "iscsi://10.0.0.1/iqn.x:y/1", "--ip", "10.0.0.2/24", "--",
                  "-smp", "2", "--stats", "iscsi://not-ours")
-    assert args.target == "iscsi://10.0.0.1/iqn.x:y/1"
+    assert args.target == ["iscsi://10.0.0.1/iqn.x:y/1"]
     assert args.qemu_args == ["-smp", "2", "--stats", "iscsi://not-ours"]
     assert args.stats is False
     args = parse("--netns", "ns", "boot", "--ibft", "t.bin", "--memory", "64", "--", "-m",
                  "1")
-    assert (args.netns, args.ibft, args.target, args.memory) == ("ns", "t.bin", None, 64)
+    assert (args.netns, args.ibft, args.target, args.memory) == ("ns", "t.bin", [], 64)
     assert args.qemu_args == ["-m", "1"]
     assert parse("boot", "iscsi://10.0.0.1/iqn.x:y/1").qemu_args == []
 
@@ -362,6 +362,29 @@ def test_bootsector_boots_from_an_ibft_file(bootsector: BootsectorImage, bs_lab:
     assert bootsector.marker.encode() in cp.stdout
     # the guest's table describes the same boot (we used the table's address and MAC)
     assert BootConfig.from_ibft(parse_ibft(given.read_bytes())) == cfg
+
+
+def test_bootsector_boots_over_two_paths(bootsector: BootsectorImage, scratch: Path,
+                                        tmp_path: Path) -> None:
+    """Two portals of one tgtd: multipath (failover); the guest's iBFT names both."""
+    disk = images.copy_image(bootsector.path, scratch / "bs.img")
+    with topology(bridge=True, open_tap=False, prefix="bmp", peer_ip="10.87.0.1/24",
+                  our_ip="10.87.0.2/24") as topo, \
+            Tgtd(topo.netns, listen=("10.87.0.1", 3260)) as tgtd:
+        topo.run(["ip", "addr", "add", "10.87.0.3/24", "dev", "br0"])
+        tgtd.add_portal("10.87.0.3", 3260)
+        tgtd.add_target(IQN, [Lun(disk)])
+        given = tmp_path / "guest.bin"
+        cp = bootinit("boot", f"iscsi://10.87.0.1/{IQN}/1", f"iscsi://10.87.0.3/{IQN}/1",
+                      "--multipath", "failover", *topo.link_argv(), "--memory", "32",
+                      "--save-ibft", str(given), "--stats")
+    no_traceback(cp)
+    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
+    assert bootsector.marker.encode() in cp.stdout
+    assert b"session.path0:" in cp.stderr and b"session.path1:" in cp.stderr
+    targets = BootConfig.from_ibft(parse_ibft(given.read_bytes())).targets
+    assert [(t.host, t.name, t.lun) for t in targets] == [("10.87.0.1", IQN, 1),
+                                                          ("10.87.0.3", IQN, 1)]
 
 
 def test_missing_boot_signature_is_a_clear_error(bs_lab: Lab) -> None:
