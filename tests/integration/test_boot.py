@@ -387,6 +387,48 @@ def test_bootsector_boots_over_two_paths(bootsector: BootsectorImage, scratch: P
                                                           ("10.87.0.3", IQN, 1)]
 
 
+def test_bootsector_boots_from_dhcp(bootsector: BootsectorImage, scratch: Path,
+                                    tmp_path: Path) -> None:
+    """--dhcp and no target: address, root path (option 17) and initiator name (203) from
+    dnsmasq; the guest's iBFT says origin DHCP and names the DHCP server."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("needs dnsmasq")
+    disk = images.copy_image(bootsector.path, scratch / "bs.img")
+    client = "iqn.2026-11.org.bootinit:from-dhcp"
+    with topology(bridge=True, open_tap=False, prefix="bdb", peer_ip="10.88.0.1/24",
+                  our_ip="10.88.0.2/24") as topo, \
+            Tgtd(topo.netns, listen=("10.88.0.1", 3260)) as tgtd:
+        tgtd.add_target(IQN, [Lun(disk)], initiator_address=None, initiator_name=client)
+        log = tmp_path / "dnsmasq.log"
+        dnsmasq = topo.start([
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            "--interface=br0", "--bind-interfaces", "--user=root",
+            "--dhcp-range=10.88.0.100,10.88.0.150,255.255.255.0,2m",
+            f"--dhcp-leasefile={tmp_path / 'leases'}", f"--log-facility={log}",
+            "--dhcp-option=option:router,10.88.0.1",
+            f"--dhcp-option=17,iscsi:10.88.0.1::3260:1:{IQN}",
+            f"--dhcp-option=203,{client}"])
+        end = time.monotonic() + 10
+        while "DHCP, IP range" not in (log.read_text() if log.exists() else ""):
+            assert dnsmasq.alive() and time.monotonic() < end, "dnsmasq did not start"
+            time.sleep(0.05)
+        given = tmp_path / "guest.bin"
+        cp = bootinit("boot", "--dhcp", "--netns", topo.netns, "--bridge", "br0",
+                      "--memory", "32", "--save-ibft", str(given))
+    no_traceback(cp)
+    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
+    assert bootsector.marker.encode() in cp.stdout
+    cfg = BootConfig.from_ibft(parse_ibft(given.read_bytes()))
+    assert cfg.initiator_name == client
+    nic = cfg.nics[0]
+    assert nic.dhcp and nic.dhcp_server == IPv4Address("10.88.0.1")
+    assert nic.gateway == IPv4Address("10.88.0.1")
+    assert nic.address is not None and \
+        IPv4Address("10.88.0.100") <= nic.address.ip <= IPv4Address("10.88.0.150")
+    assert [(t.host, t.name, t.lun) for t in cfg.targets] == [("10.88.0.1", IQN, 1)]
+    assert render_sysfs(parse_ibft(given.read_bytes()))["ethernet0"]["origin"] == "3\n"
+
+
 def test_missing_boot_signature_is_a_clear_error(bs_lab: Lab) -> None:
     url = bs_lab.url[:-1] + "2"     # LUN 2: blank
     cp = bootinit("boot", url, *bs_lab.link_options, "--memory", "32")
