@@ -26,13 +26,15 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import rdpcap
 
 from bootinit.initiator import Initiator
 from bootinit.targets import Tgtd
 from firmware_tables.target import TargetSpec
+from netstack.arp import ProbeConfig
+from netstack.dhcp import DhcpConfig
 from netstack.harness import Topology
 from netstack.loop import Loop
 from netstack.stack import NetStack, StackConfig
@@ -54,8 +56,16 @@ class VlanEnv:
     pcap: Path
 
 
+@dataclass
+class VlanTopo:
+    topo: Topology
+    vlan_peer: IPv4Interface
+    ours: IPv4Interface
+    pcap: Path
+
+
 @pytest.fixture
-def vlan_env(make_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[VlanEnv]:
+def vlan_topo(make_topology: Callable[..., Topology], tmp_path: Path) -> VlanTopo:
     n = os.getpid() % 200 + 20
     pcap = tmp_path / "vlan.pcap"
     topo = make_topology(peer_ip=f"10.82.{n}.1/24", our_ip=f"10.82.{n}.2/24", pcap=pcap,
@@ -80,15 +90,58 @@ def vlan_env(make_topology: Callable[..., Topology], tmp_path: Path) -> Iterator
     topo.run(["ip", "link", "set", "v100", "mtu", "1496"])
     topo.run(["ip", "addr", "add", str(vlan_peer), "dev", "v100"])
     topo.run(["ip", "link", "set", "v100", "up"])
+    return VlanTopo(topo, vlan_peer, ours, pcap)
+
+
+@pytest.fixture
+def vlan_env(vlan_topo: VlanTopo) -> Iterator[VlanEnv]:
+    topo = vlan_topo.topo
+    assert topo.link is not None
     loop = Loop()
-    stack = NetStack(loop, topo.link, StackConfig(mac=topo.our_mac, ip=ours, vlan=VID))
+    stack = NetStack(loop, topo.link, StackConfig(mac=topo.our_mac, ip=vlan_topo.ours,
+                                                  vlan=VID))
     stack.start()
     try:
-        yield VlanEnv(topo, stack, loop, vlan_peer, ours, pcap)
+        yield VlanEnv(topo, stack, loop, vlan_topo.vlan_peer, vlan_topo.ours,
+                      vlan_topo.pcap)
     finally:
         with contextlib.suppress(Exception):
             stack.close()
         loop.close()
+
+
+def test_dhcp_over_the_vlan(vlan_topo: VlanTopo, tmp_path: Path) -> None:
+    """DISCOVER/OFFER/REQUEST/ACK tagged with VID 100, dnsmasq on the VLAN interface."""
+    topo = vlan_topo.topo
+    assert topo.link is not None
+    net = vlan_topo.vlan_peer.network
+    log = tmp_path / "dnsmasq.log"
+    dnsmasq = topo.start([
+        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+        "--interface=v100", "--bind-interfaces", "--user=root",
+        f"--dhcp-range={net.network_address + 100},{net.network_address + 150},2m",
+        f"--dhcp-leasefile={tmp_path / 'leases'}", f"--pid-file={tmp_path / 'pid'}",
+        "--log-dhcp", f"--log-facility={log}"])
+    loop = Loop()
+    stack = NetStack(loop, topo.link, StackConfig(
+        mac=topo.our_mac, vlan=VID, seed=3, dhcp=DhcpConfig(probe=ProbeConfig.fast())))
+    try:
+        stack.start()
+        lease = stack.wait_configured(30)
+        assert lease is not None and lease.address.network == net
+        assert dnsmasq.alive() and "DHCPACK(v100)" in log.read_text()
+        stack.iface.ping(vlan_topo.vlan_peer.ip, 9, 1, b"x", loop.time())
+        loop.run_until(lambda: len(stack.iface.icmp.echo_replies) > 0, 5, "echo reply")
+    finally:
+        with contextlib.suppress(Exception):
+            stack.close()
+        loop.close()
+    topo.link.close()
+    ours = topo.our_mac.hex(":")
+    dhcp_out = [f for f in rdpcap(str(vlan_topo.pcap))
+                if f[Ether].src == ours and UDP in f and f[UDP].dport == 67]
+    assert len(dhcp_out) >= 2  # DISCOVER and REQUEST
+    assert all(Dot1Q in f and f[Dot1Q].vlan == VID for f in dhcp_out)
 
 
 def test_ping_both_ways_and_untagged_frames_are_dropped(vlan_env: VlanEnv) -> None:
