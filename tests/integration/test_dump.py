@@ -292,7 +292,7 @@ def test_session_that_died_while_armed_is_logged_in_again(
     def kill_session(d: Dumper) -> None:
         d.session.close()                  # gone for good, as after a recovery deadline
 
-    res, d = _dump_in_process(lab, disk, tmp_path / "serial.log", kill_session)
+    res, _d = _dump_in_process(lab, disk, tmp_path / "serial.log", kill_session)
     assert res.relogin and res.verified
     assert res.header is not None and res.header.state is DumpState.COMPLETE
     assert dumpfmt.decode(lun_bytes(lab, 0, 4096)) == res.header
