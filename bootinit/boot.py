@@ -327,7 +327,7 @@ class _Segment:
         self.error: BaseException | None = None
         self.stale = False
         self.used = False
-        self.waiters: list[tuple[int, int, memoryview, IoCallback | None]] = []
+        self.waiters: list[_Waiter] = []
 
     @property
     def end(self) -> int:
@@ -335,6 +335,30 @@ class _Segment:
 
     def overlaps(self, lba: int, count: int) -> bool:
         return self.lba < lba + count and lba < self.end
+
+
+class _Waiter:
+    """A guest read waiting for the segments that cover it."""
+
+    __slots__ = ("callback", "count", "failed", "lba", "left", "segments", "view")
+
+    def __init__(self, lba: int, count: int, view: memoryview, callback: IoCallback | None,
+                 segments: list[_Segment]) -> None:
+        self.lba = lba
+        self.count = count
+        self.view = view
+        self.callback = callback
+        self.segments = segments
+        self.left = sum(1 for s in segments if not s.done)
+        self.failed = False
+
+
+def _copy_out(lba: int, count: int, view: memoryview, segments: list[_Segment],
+              bs: int) -> None:
+    end = lba + count
+    for s in segments:
+        a, b = max(lba, s.lba), min(end, s.end)
+        view[(a - lba) * bs:(b - lba) * bs] = s.data[(a - s.lba) * bs:(b - s.lba) * bs]
 
 
 class ReadAhead:
@@ -374,11 +398,19 @@ class ReadAhead:
 
     # ------------------------------------------------------------------ reads
 
-    def _find(self, lba: int, count: int) -> _Segment | None:
-        for s in self.segments:
-            if not s.stale and s.error is None and s.lba <= lba and lba + count <= s.end:
-                return s
-        return None
+    def _cover(self, lba: int, count: int) -> list[_Segment] | None:
+        """The usable segments that together hold ``[lba, lba + count)``, else None."""
+        out: list[_Segment] = []
+        pos, end = lba, lba + count
+        while pos < end:
+            for s in self.segments:
+                if not s.stale and s.error is None and s.lba <= pos < s.end:
+                    out.append(s)
+                    pos = s.end
+                    break
+            else:
+                return None
+        return out
 
     def submit_read(self, lba: int, count: int, buf: bytearray | memoryview | None = None,
                     callback: IoCallback | None = None) -> object:
@@ -388,26 +420,29 @@ class ReadAhead:
             buf = bytearray(count * bs)
         sequential = lba == self.next_lba
         self.next_lba = lba + count
-        seg = self._find(lba, count) if count else None
+        segs = self._cover(lba, count) if count else None
         result: object
-        if seg is None:
+        if segs is None:
             self.counters["misses"] += 1
             result = self.device.submit_read(lba, count, buf, callback)
         else:
-            seg.used = True
             view = memoryview(buf).cast("B")
-            if seg.done:
+            for seg in segs:
+                seg.used = True
+            waiter = _Waiter(lba, count, view, callback, segs)
+            if waiter.left == 0:
                 self.counters["hits"] += 1
-                off = (lba - seg.lba) * bs
-                view[:count * bs] = seg.data[off:off + count * bs]
+                _copy_out(lba, count, view, segs, bs)
                 result = _Done()
                 if callback is not None:
                     callback(result)
             else:
                 self.counters["waits"] += 1
-                seg.waiters.append((lba, count, view, callback))
-                result = seg
-        if count and (sequential or seg is not None):
+                for seg in segs:
+                    if not seg.done:
+                        seg.waiters.append(waiter)
+                result = waiter
+        if count and (sequential or segs is not None):
             self._forget_before(lba)
             self._prefetch(lba + count)
         return result
@@ -476,16 +511,18 @@ class ReadAhead:
             with contextlib.suppress(ValueError):
                 self.segments.remove(seg)
         waiters, seg.waiters = seg.waiters, []
-        bs = self.block_size
-        for lba, count, view, cb in waiters:
-            if seg.error is not None:
-                # ask again by itself: its own error (or success) is the answer
-                self.device.submit_read(lba, count, view, cb)
+        for w in waiters:
+            w.left -= 1
+            w.failed = w.failed or seg.error is not None
+            if w.left:
                 continue
-            off = (lba - seg.lba) * bs
-            view[:count * bs] = seg.data[off:off + count * bs]
-            if cb is not None:
-                cb(_Done())
+            if w.failed:
+                # ask again by itself: its own error (or success) is the answer
+                self.device.submit_read(w.lba, w.count, w.view, w.callback)
+                continue
+            _copy_out(w.lba, w.count, w.view, w.segments, self.block_size)
+            if w.callback is not None:
+                w.callback(_Done())
 
     # ------------------------------------------------------------- writes, flush
 

@@ -251,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def description() -> str:
     """The first paragraph of the module doc (for ``--help``)."""
-    return (__doc__ or "").split("\n\n")[0]
+    return (__doc__ or "").split("\n\n")[0].split(": ", 1)[-1]
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:

@@ -218,6 +218,21 @@ def test_readahead_serves_sequential_reads_from_memory() -> None:
     assert len(dev.reads) == n + 1
 
 
+def test_readahead_reads_across_chunk_boundaries() -> None:
+    """63-block reads (as SeaBIOS issues) straddle the 32-block chunks: still no miss."""
+    dev = FakeDevice(8192)
+    ra = ReadAhead(dev, window=128 << 10, chunk=16 << 10)  # type: ignore[arg-type]
+    lba = 0
+    for i in range(40):
+        n = 64 if i % 2 else 63
+        assert ra_read(ra, dev, lba, n) == dev.disk[lba * 512:(lba + n) * 512]
+        lba += n
+        if i % 3 == 0:
+            dev.complete()         # sometimes the chunks are still on their way
+    assert ra.counters["misses"] == 2          # the first read, and the one after it
+    assert ra.counters["hits"] + ra.counters["waits"] == 38
+
+
 def test_readahead_never_returns_data_older_than_a_write() -> None:
     dev = FakeDevice(1024)
     ra = ReadAhead(dev, window=32 << 10, chunk=8 << 10)  # type: ignore[arg-type]
