@@ -44,8 +44,23 @@ from netstack import netns as nsh
 from netstack.link.base import BytesLike, LinkError
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+
+#: struct virtio_net_hdr (legacy, little-endian on x86): flags, gso_type, hdr_len,
+#: gso_size, csum_start, csum_offset.
+VNET_HDR = struct.Struct("<BBHHHH")
+VNET_HLEN = VNET_HDR.size
+VNET_F_NEEDS_CSUM = 1
+VNET_F_DATA_VALID = 2
+#: Largest frame the kernel hands over with GSO: a 64 KiB IP datagram plus Ethernet+VLAN.
+GSO_FRAME_MAX = 65535 + 18
+_NO_OFFLOAD_HDR = bytes(VNET_HLEN)
 
 #: Largest link MTU accepted (the kernel allows 65521 on a TAP).
 MAX_MTU = 65520
@@ -84,14 +99,24 @@ class TapLink:
             for inside ``netns`` first, then in the root namespace (then moved).
         prefix: name prefix for a created device (first 6 characters are used).
         up: bring the kernel side up.
+        offload: open with ``IFF_VNET_HDR`` and enable checksum and TSO offloads
+            (``TUNSETOFFLOAD``): frames carry a virtio_net_hdr; received frames may be
+            GSO super-frames (up to 64 KiB) whose TCP checksum the kernel vouches for,
+            and TCP frames we send may leave their checksum to the kernel. Only for a
+            TAP we create (pytap2 cannot set the flag: the device is made with
+            ``TUNSETIFF`` directly). Raises :class:`LinkError` if the kernel refuses.
     """
 
     def __init__(self, *, mtu: int = 1500, netns: str | None = None,
                  peer_ip: str | IPv4Interface | None = None, bridge: str | None = None,
-                 tap: str | None = None, prefix: str = "bitap", up: bool = True) -> None:
+                 tap: str | None = None, prefix: str = "bitap", up: bool = True,
+                 offload: bool = False) -> None:
         self.mtu = check_mtu(mtu)
         self.netns = netns
         self.created = tap is None
+        self.offload = offload
+        if offload and tap is not None:
+            raise LinkError("offloads need a TAP we create (not --tap NAME)")
         self._fd = -1
         self._dev: TapDevice | None = None
         self._closed = False
@@ -101,6 +126,10 @@ class TapLink:
             "rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
             "tx_drop_full": 0, "tx_drop_link_down": 0, "rx_drop_oversize": 0,
         }
+        if offload:
+            self._frame_max = GSO_FRAME_MAX
+            self._c.update({"rx_gso_frames": 0, "rx_csum_trusted": 0,
+                            "tx_csum_offloaded": 0})
         if peer_ip is not None and netns is None:
             raise LinkError(f"peer address {peer_ip}: needs a namespace for the kernel side "
                             "(addresses are never added in the root namespace)")
@@ -124,7 +153,7 @@ class TapLink:
         try:
             if tap is None:
                 check_ifname(prefix, "TAP name prefix")
-                self.name = self._create(prefix)
+                self.name = self._create_vnet(prefix) if offload else self._create(prefix)
             else:
                 self.name = check_ifname(tap, "TAP name")
                 self._where = self._attach(tap, netns)
@@ -168,6 +197,22 @@ class TapLink:
         if dev.is_packet_information_enabled:  # pragma: no cover - pytap2 default is off
             raise LinkError("pytap2 enabled the packet-info header (IFF_NO_PI missing)")
         return str(dev.name)
+
+    def _create_vnet(self, prefix: str) -> str:
+        """Create a TAP with ``IFF_VNET_HDR`` and offloads on (TUNSETIFF, TUNSETOFFLOAD)."""
+        name = f"{prefix[:6]}{secrets.token_hex(3)}v"
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            raise LinkError(f"cannot open /dev/net/tun: {e}") from e
+        self._fd = fd
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack(
+                "16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+        except OSError as e:
+            raise LinkError(f"cannot create TAP {name} with offloads: {e}") from e
+        return name
 
     def _attach(self, tap: str, netns: str | None) -> str | None:
         """Attach to an existing TAP; returns the namespace it was found in."""
@@ -214,7 +259,10 @@ class TapLink:
             raise LinkError(f"TAP {self.name}: frame of {n} bytes outside "
                             f"{ETH_HLEN}..{self._frame_max} (MTU {self.mtu})")
         try:
-            os.write(self._fd, frame)
+            if self.offload:
+                os.writev(self._fd, (self._tx_header(frame), frame))
+            else:
+                os.write(self._fd, frame)
         except (BlockingIOError, InterruptedError):
             self._c["tx_drop_full"] += 1
             return
@@ -230,6 +278,49 @@ class TapLink:
         c["tx_frames"] += 1
         c["tx_bytes"] += n
 
+    def _tx_header(self, frame: BytesLike) -> bytes:
+        """virtio_net_hdr for one outgoing frame: TCP frames (our TCP layer leaves their
+        checksum partial when offloading) get NEEDS_CSUM; everything else none."""
+        et = (frame[12] << 8) | frame[13]
+        off = ETH_HLEN
+        if et == 0x8100 and len(frame) >= 18:
+            et = (frame[16] << 8) | frame[17]
+            off += 4
+        if et == 0x0800 and len(frame) >= off + 20 and frame[off + 9] == 6:
+            start = off + ((frame[off] & 0x0F) << 2)
+        elif et == 0x86DD and len(frame) >= off + 40 and frame[off + 6] == 6:
+            start = off + 40
+        else:
+            return _NO_OFFLOAD_HDR
+        self._c["tx_csum_offloaded"] += 1
+        return VNET_HDR.pack(VNET_F_NEEDS_CSUM, 0, 0, 0, start, 16)
+
+    def recv_offload(self) -> tuple[memoryview, bool] | None:
+        """With offloads: one frame (a view past the virtio_net_hdr) and whether the
+        kernel vouches for its transport checksum (NEEDS_CSUM: a local packet whose
+        checksum was never computed; DATA_VALID: already checked). None when none."""
+        c = self._c
+        while True:
+            try:
+                data = os.read(self._fd, VNET_HLEN + GSO_FRAME_MAX + 1)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+            n = len(data) - VNET_HLEN
+            if ETH_HLEN <= n <= GSO_FRAME_MAX:
+                break
+            c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
+        flags = data[0]
+        c["rx_frames"] += 1
+        c["rx_bytes"] += n
+        if data[1]:
+            c["rx_gso_frames"] += 1
+        trusted = bool(flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID))
+        if trusted:
+            c["rx_csum_trusted"] += 1
+        return memoryview(data)[VNET_HLEN:], trusted
+
     def recv(self) -> bytes | None:
         """Read one frame (at most mtu + 14 bytes), or None when none is waiting.
 
@@ -237,6 +328,9 @@ class TapLink:
         more is asked for: a frame that fills it was larger than mtu + 14 (the kernel
         side's MTU was raised behind our back) and is dropped (``rx_drop_oversize``).
         """
+        if self.offload:
+            got = self.recv_offload()
+            return None if got is None else bytes(got[0])
         limit = self._frame_max
         c = self._c
         while True:
