@@ -1,5 +1,5 @@
-"""The Internet checksum (RFC 1071), the transport pseudo-header (RFC 793 §3.1, RFC 768)
-and incremental update (RFC 1624).
+"""The Internet checksum (RFC 1071), the transport pseudo-headers of IPv4 (RFC 793 §3.1,
+RFC 768) and IPv6 (RFC 8200 §8.1), and incremental update (RFC 1624).
 
 How it is computed fast in pure Python
 --------------------------------------
@@ -125,29 +125,31 @@ def checksum_parts(parts: Iterable[BytesLike], initial: int = 0) -> int:
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
-    """Partial sum of the IPv4 pseudo-header (RFC 793 §3.1 "Checksum", RFC 768).
+    """Partial sum of the transport pseudo-header, chosen by the address length.
 
-    The pseudo-header is src(4) dst(4) zero(1) proto(1) length(2); each 32-bit address is
-    congruent to the sum of its two words modulo 0xFFFF.
+    IPv4 (4-byte addresses, RFC 793 §3.1 "Checksum", RFC 768): src(4) dst(4) zero(1)
+    proto(1) length(2). IPv6 (16-byte addresses, RFC 8200 §8.1): src(16) dst(16)
+    upper-layer packet length(4) zero(3) next header(1). Each address read as one
+    integer is congruent to the sum of its 16-bit words modulo 0xFFFF (``2**16 == 1``),
+    and so is the 32-bit IPv6 length to the sum of its two words.
     """
+    if len(src) == 16:
+        return (int.from_bytes(src, "big") + int.from_bytes(dst, "big")
+                + (length >> 16) + (length & 0xFFFF) + proto)
     return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length
 
 
 def transport_checksum(src: bytes, dst: bytes, proto: int, segment: BytesLike) -> int:
-    """TCP/UDP checksum of ``segment`` (header + data) under the IPv4 pseudo-header.
+    """TCP/UDP/ICMPv6 checksum of ``segment`` (header + data) under the pseudo-header of
+    the addresses' family (IPv4 for 4-byte, IPv6 for 16-byte addresses; see
+    :func:`pseudo_header_sum`).
 
     With the checksum field zeroed this is the value to store; over a received segment
-    it is 0 when the checksum is correct (RFC 793 §3.1, RFC 1071).
+    it is 0 when the checksum is correct (RFC 793 §3.1, RFC 8200 §8.1, RFC 1071).
     """
     n = len(segment)
-    total = (
-        int.from_bytes(src, "big")
-        + int.from_bytes(dst, "big")
-        + proto
-        + n
-        + ones_sum(segment, bool(n & 1))
-    )
-    return 0xFFFF - fold(total)
+    return 0xFFFF - fold(pseudo_header_sum(src, dst, proto, n)
+                         + ones_sum(segment, bool(n & 1)))
 
 
 def transport_checksum_parts(

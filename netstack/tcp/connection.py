@@ -21,6 +21,7 @@ does not read stops the sender (backpressure).
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,7 +305,7 @@ class TcpConnection:
         self._enter_closed(TcpError("aborted", "connection aborted locally"))
 
     def __repr__(self) -> str:
-        return (f"<TcpConnection {self.local_port}->{'.'.join(map(str, self.remote_ip))}:"
+        return (f"<TcpConnection {self.local_port}->{_ip(self.remote_ip)}:"
                 f"{self.remote_port} {self.state.value}>")
 
     # ------------------------------------------------------------ internals
@@ -1283,4 +1284,7 @@ class TcpConnection:
 
 
 def _ip(b: bytes) -> str:
+    """``10.0.0.1`` or ``[fd00::1]`` (bracketed so a port can follow, RFC 3986 §3.2.2)."""
+    if len(b) == 16:
+        return f"[{ipaddress.IPv6Address(b)}]"
     return ".".join(str(x) for x in b)

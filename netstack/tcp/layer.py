@@ -3,6 +3,12 @@
 It is the transport the :class:`netstack.interface.Interface` calls: segments come in
 through :meth:`TcpLayer.receive`, segments to send leave through :meth:`TcpLayer.output`.
 Pure: no socket, no clock.
+
+Both families share one layer: addresses are 4 bytes (IPv4) or 16 bytes (IPv6); the
+checksum's pseudo-header follows the address length (RFC 8200 §8.1) and the MSS is
+``mss`` for IPv4 and ``mss6`` (MTU - 60, RFC 8200 §8.3) for IPv6. A connection's local
+address is ``local_ip`` / ``local_ip6`` for active opens (or the one given to
+:meth:`TcpLayer.connect`) and the SYN's destination for passive ones.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class TcpLayer:
                  counters: Counters | None = None, verify_checksums: bool = True) -> None:
         self.local_ip = local_ip
         self.mss = mss
+        #: Our IPv6 source for active opens (None: no IPv6 address yet) and the IPv6 MSS.
+        self.local_ip6: bytes | None = None
+        self.mss6 = mss - 20
         self.rng = rng if rng is not None else random.Random()
         self.counters = counters if counters is not None else Counters()
         self.verify_checksums = verify_checksums
@@ -65,18 +74,33 @@ class TcpLayer:
 
     # ----------------------------------------------------------------- API
     def connect(self, remote_ip: bytes, remote_port: int, now: float,
-                local_port: int | None = None, config: TcpConfig | None = None) -> TcpConnection:
-        """Active open to ``remote_ip:remote_port``; the SYN leaves with the next output."""
+                local_port: int | None = None, config: TcpConfig | None = None,
+                local_ip: bytes | None = None) -> TcpConnection:
+        """Active open to ``remote_ip:remote_port`` (4-byte IPv4 or 16-byte IPv6 address)
+        from ``local_ip`` (default ``local_ip`` / ``local_ip6`` by family); the SYN leaves
+        with the next output."""
         if not 0 < remote_port < 65536:
             raise TcpError("invalid", f"remote port {remote_port} is not in 1..65535")
-        if len(remote_ip) != 4:
-            raise TcpError("invalid", f"remote address of {len(remote_ip)} bytes is not IPv4")
+        if len(remote_ip) == 4:
+            src: bytes | None = local_ip or self.local_ip
+            mss = self.mss
+        elif len(remote_ip) == 16:
+            src = local_ip or self.local_ip6
+            mss = self.mss6
+            if src is None:
+                raise TcpError("invalid", "no IPv6 address to connect from")
+        else:
+            raise TcpError("invalid", f"remote address of {len(remote_ip)} bytes is "
+                           "neither IPv4 nor IPv6")
+        assert src is not None
+        if len(src) != len(remote_ip):
+            raise TcpError("invalid", "local and remote addresses of different families")
         port = local_port if local_port is not None else self._pick_port(remote_ip, remote_port)
         key = (port, remote_ip, remote_port)
         if key in self._conns:
             raise TcpError("in_use", f"local port {port} to this peer is in use")
-        iss = self._isn(port, remote_ip, remote_port, now)
-        conn = TcpConnection(self, self.local_ip, port, remote_ip, remote_port, iss, self.mss,
+        iss = self._isn(src, port, remote_ip, remote_port, now)
+        conn = TcpConnection(self, src, port, remote_ip, remote_port, iss, mss,
                              config or TcpConfig(), self.counters, now)
         self._conns[key] = conn
         conn.start_connect(now)
@@ -151,7 +175,8 @@ class TcpLayer:
 
     # --------------------------------------------------------------- input
     def receive(self, src: bytes, dst: bytes, segment: memoryview, now: float) -> None:
-        """One TCP segment from IPv4 (RFC 9293 §3.10.7). Bad segments are counted, dropped."""
+        """One TCP segment from IPv4 or IPv6 (RFC 9293 §3.10.7; addresses of 4 or 16 bytes).
+        Bad segments are counted and dropped."""
         c = self._c
         self._now = now
         c["segments_in"] += 1
@@ -173,8 +198,10 @@ class TcpLayer:
                 return
             lst = self._listeners[seg.dport]
             key = (seg.dport, bytes(src), seg.sport)
-            conn = TcpConnection(self, self.local_ip, seg.dport, bytes(src), seg.sport,
-                                 self._isn(seg.dport, bytes(src), seg.sport, now), self.mss,
+            local = bytes(dst)
+            conn = TcpConnection(self, local, seg.dport, bytes(src), seg.sport,
+                                 self._isn(local, seg.dport, bytes(src), seg.sport, now),
+                                 self.mss if len(local) == 4 else self.mss6,
                                  lst.config, self.counters, now)
             self._conns[key] = conn
             c["passive_opens"] += 1
@@ -199,7 +226,8 @@ class TcpLayer:
 
     # -------------------------------------------------------------- output
     def output(self, now: float) -> list[tuple[bytes, bytes]]:
-        """Every segment due now, as (destination IPv4 address, segment) pairs."""
+        """Every segment due now, as (destination address, segment) pairs; the address is
+        4 bytes (IPv4) or 16 bytes (IPv6) and tells the interface which IP to use."""
         self._now = now
         out = self._raw
         self._raw = []
@@ -255,9 +283,9 @@ class TcpLayer:
                 return port
         raise TcpError("no_ports", "no free local port (all ephemeral ports in use)")
 
-    def _isn(self, lport: int, rip: bytes, rport: int, now: float) -> int:
+    def _isn(self, lip: bytes, lport: int, rip: bytes, rport: int, now: float) -> int:
         """RFC 6528 §3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey)."""
-        h = hashlib.sha256(self._secret + self.local_ip + lport.to_bytes(2, "big") + rip +
+        h = hashlib.sha256(self._secret + lip + lport.to_bytes(2, "big") + rip +
                            rport.to_bytes(2, "big")).digest()
         m = int(now * 250_000)  # a 4 microsecond timer
         return (m + int.from_bytes(h[:4], "big")) & sq.MASK

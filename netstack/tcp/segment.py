@@ -74,7 +74,8 @@ class Segment:
 
 
 def verify_checksum(src: bytes, dst: bytes, segment: memoryview) -> bool:
-    """Whether the segment's checksum is right under the IPv4 pseudo-header (RFC 9293 §3.1)."""
+    """Whether the segment's checksum is right under the pseudo-header of the addresses'
+    family: IPv4 for 4-byte addresses (RFC 9293 §3.1), IPv6 for 16-byte (RFC 8200 §8.1)."""
     return transport_checksum(src, dst, 6, segment) == 0
 
 
@@ -157,7 +158,8 @@ def build_options(opts: TcpOptions) -> bytes:
 
 def build(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
           window: int, options: bytes = b"", payload: bytes | memoryview = b"") -> bytes:
-    """Build a whole segment with its checksum (RFC 9293 §3.1)."""
+    """Build a whole segment with its checksum (RFC 9293 §3.1); ``src``/``dst`` are 4-byte
+    (IPv4) or 16-byte (IPv6, RFC 8200 §8.1 pseudo-header) addresses."""
     hlen = 20 + len(options)
     header = _HDR.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, window, 0, 0) + options
     csum = transport_checksum_parts(src, dst, 6, (header, payload), hlen + len(payload))
