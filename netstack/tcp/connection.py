@@ -350,7 +350,13 @@ class TcpConnection:
             opts.ts_val = self._ts_now(now)
             opts.ts_ecr = self._ts_recent
         if with_sack and self.sack_ok and self._ooo:
-            opts.sack = self._sack_blocks(3 if self.ts_ok else 4)
+            limit = 3 if self.ts_ok else 4
+            if payload:
+                # SACK blocks must fit beside the payload: self.mss already leaves room
+                # for the timestamps only (RFC 6691: options count against the MSS).
+                limit = min(limit, max(0, (self.mss - len(payload) - 4) // 8))
+            if limit:
+                opts.sack = self._sack_blocks(limit)
         if flags & SYN:
             window = min(self.config.rcvbuf, 0xFFFF)
         else:

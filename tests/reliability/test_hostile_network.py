@@ -364,3 +364,32 @@ def test_fin_then_data_from_a_spoofer_does_not_break_the_stream() -> None:
     rig.output()
     assert rig.conn.connected and not rig.conn.eof
     data_still_flows(rig)
+
+
+# ------------------------------------------------------- loss in both directions
+
+
+def test_data_segments_with_sack_blocks_fit_the_mtu() -> None:
+    """Regression: with out-of-order data held (loss on the way in) our full-size data
+    segments carried SACK blocks on top of the payload and came out larger than the
+    MTU; the interface dropped them (``ip.too_big``) and the connection stalled until
+    the iSCSI NOP timeout (found by the 20 % loss test against tgtd)."""
+    rig = FrameRig()
+    c = rig.conn
+    rig.output()
+    for k in (3000, 6000, 9000):  # three holes: three SACK blocks wanted
+        rig.iface.receive_frame(to_conn(rig, ACK, k, payload=b"o" * 100), rig.now)
+    assert len(c._ooo) == 3
+    rig.output()
+    c.send(bytes(64 * 1024))
+    rig.now += 1.0
+    rig.iface.on_deadline(rig.now)  # retransmission timer too
+    frames = rig.output()
+    assert frames and max(len(f) - 14 for f in frames) <= rig.iface.mtu
+    assert rig.iface.counters.get("ip", "too_big") == 0
+    segs = tcp_out(frames)
+    assert max(len(p) for _f, _s, _a, p in segs) == c.mss  # still full-size segments
+    # pure ACKs still carry the SACK blocks
+    rig.iface.receive_frame(to_conn(rig, ACK, 12000, payload=b"p" * 10), rig.now)
+    acks = [f for f in rig.output() if len(f) < 120]
+    assert acks and any(b"\x01\x01\x05" in f[34:] for f in acks)
