@@ -76,8 +76,10 @@ UNCONFIGURED = ipaddress.IPv4Interface("0.0.0.0/32")
 class TransportLayer(Protocol):
     """What the interface calls on its transport (``netstack.tcp.layer.TcpLayer``)."""
 
-    def receive(self, src: bytes, dst: bytes, segment: memoryview, now: float) -> None:
-        """One segment for us: source and destination IPv4 addresses (4 bytes each)."""
+    def receive(self, src: bytes, dst: bytes, segment: memoryview, now: float,
+                csum_ok: bool = False) -> None:
+        """One segment for us: source and destination addresses; ``csum_ok`` when the
+        link (TAP offload) vouches for the checksum."""
         ...
 
     def output(self, now: float) -> list[tuple[bytes, bytes]]:
@@ -208,8 +210,9 @@ class Interface:
         self.arp.start(now)
 
     # ---------------------------------------------------------------- receive
-    def receive_frame(self, frame: BytesLike, now: float) -> None:
-        """Handle one received Ethernet frame; never raises on bad input."""
+    def receive_frame(self, frame: BytesLike, now: float, csum_ok: bool = False) -> None:
+        """Handle one received Ethernet frame; never raises on bad input. ``csum_ok``: the
+        link vouches for the transport checksum (TAP offload: NEEDS_CSUM/DATA_VALID)."""
         try:
             mv = frame if isinstance(frame, memoryview) else memoryview(frame)
             ethertype, off, group = self.eth.accept(mv)
@@ -222,7 +225,7 @@ class Interface:
                 if not self.configured and proto != PROTO_UDP:
                     self._c_ip["unconfigured"] += 1  # only DHCP until we have an address
                 elif proto == PROTO_TCP and tcp is not None and not bcast:
-                    tcp.receive(src, dst, payload, now)
+                    tcp.receive(src, dst, payload, now, csum_ok)
                 elif proto == PROTO_UDP:
                     self.udp.receive(src, dst, payload, bcast, now)
                 else:

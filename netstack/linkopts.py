@@ -153,6 +153,9 @@ class LinkOptions:
     #: passt socket (rootless link), or QEMU ``-netdev stream`` socket.
     passt: Path | None = None
     qemu_stream: Path | None = None
+    #: TAP offloads (checksum, GSO): "auto" (on when no --fault/--pcap wrapper needs to
+    #: see every frame as it is on the wire, and the kernel agrees), "on", "off".
+    offload: str = "auto"
 
     @property
     def stream(self) -> tuple[str, Path] | None:
@@ -182,6 +185,13 @@ class LinkOptions:
             raise LinkOptionError("--gateway", self.gateway, "comes from DHCP with --dhcp")
         if self.vlan is not None:
             _parse_vlan(self.vlan)
+        if self.offload not in ("auto", "on", "off"):
+            raise LinkOptionError("--offload", self.offload, "must be auto, on or off")
+        if self.offload == "on" and (self.fault is not None or self.pcap is not None):
+            raise LinkOptionError("--offload", "on", "cannot be combined with --fault or "
+                                  "--pcap (they must see every frame as it is on the wire)")
+        if self.offload == "on" and (self.tap is not None or self.stream is not None):
+            raise LinkOptionError("--offload", "on", "needs a TAP that bootinit creates")
         if stream is None and self.netns is None and self.tap is None:
             raise LinkOptionError("--netns", None, "required: the TAP's kernel side must "
                                   "live in a namespace (or give --tap NAME to attach to an "
@@ -255,10 +265,12 @@ class LinkOptions:
                 if not str(val):
                     raise LinkOptionError(opt, val, "empty socket path")
                 streams[attr] = Path(val)
+        offload = getattr(args, "offload", None) or "auto"
         return cls(netns=netns, bridge=bridge, peer_ip=peer_ip, ip=ip, gateway=gateway,
                    mac=mac, mtu=mtu, fault=fault, pcap=pcap, tap=tap,
                    dhcp=bool(getattr(args, "dhcp", False)), vlan=vlan,
-                   passt=streams["passt"], qemu_stream=streams["qemu_stream"])
+                   passt=streams["passt"], qemu_stream=streams["qemu_stream"],
+                   offload=offload)
 
     def to_argv(self) -> list[str]:
         """The command-line arguments that give these options back."""
@@ -272,6 +284,8 @@ class LinkOptions:
                 argv += [opt, str(val)]
         if self.dhcp:
             argv.append("--dhcp")
+        if self.offload != "auto":
+            argv += ["--offload", self.offload]
         argv += ["--mac", format_mac(self.mac), "--mtu", str(self.mtu)]
         if self.fault is not None:
             argv += ["--fault", str(self.fault)]
@@ -298,6 +312,9 @@ def add_link_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pcap", metavar="FILE", help="capture all frames to this pcap file")
     g.add_argument("--tap", metavar="NAME",
                    help="attach to this existing TAP device instead of creating one")
+    g.add_argument("--offload", metavar="auto|on|off",
+                   help="TAP checksum/GSO offloads (default auto: on unless --fault or "
+                        "--pcap must see every frame as sent)")
     g.add_argument("--dhcp", action="store_true",
                    help="get our address by DHCP (and, for ls/discover without a target, "
                         "the target from the root path, option 17, and the initiator "
@@ -331,6 +348,17 @@ def open_link(opts: LinkOptions,
         if not nsh.link_exists(opts.bridge, opts.netns):
             raise LinkOptionError("--bridge", opts.bridge,
                                   f"no such interface in namespace {opts.netns}")
+    want = opts.offload == "on" or (
+        opts.offload == "auto" and opts.tap is None and opts.fault is None
+        and opts.pcap is None)  # wrappers must see frames as they are on the wire
+    if want:
+        try:
+            link = TapLink(mtu=opts.mtu, netns=opts.netns, peer_ip=opts.peer_ip,
+                           bridge=opts.bridge, tap=opts.tap, offload=True)
+            return link
+        except LinkError:
+            if opts.offload == "on":
+                raise
     link = TapLink(mtu=opts.mtu, netns=opts.netns, peer_ip=opts.peer_ip,
                    bridge=opts.bridge, tap=opts.tap)
     return _wrap(link, opts, clock)

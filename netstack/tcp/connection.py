@@ -367,7 +367,8 @@ class TcpConnection:
             self._ack_pending = False
             self._ack_now = False
         return build(self.local_ip, self.remote_ip, self.local_port, self.remote_port, seqno,
-                     ack, flags, window, build_options(opts), payload)
+                     ack, flags, window, build_options(opts), payload,
+                     self.layer.tx_csum_partial)
 
     def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         blocks: list[tuple[int, int]] = []

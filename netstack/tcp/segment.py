@@ -10,7 +10,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from netstack.checksum import transport_checksum, transport_checksum_parts
+from netstack.checksum import (
+    fold,
+    pseudo_header_sum,
+    transport_checksum,
+    transport_checksum_parts,
+)
 
 FIN = 0x01
 SYN = 0x02
@@ -157,10 +162,18 @@ def build_options(opts: TcpOptions) -> bytes:
 
 
 def build(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
-          window: int, options: bytes = b"", payload: bytes | memoryview = b"") -> bytes:
+          window: int, options: bytes = b"", payload: bytes | memoryview = b"",
+          partial: bool = False) -> bytes:
     """Build a whole segment with its checksum (RFC 9293 §3.1); ``src``/``dst`` are 4-byte
-    (IPv4) or 16-byte (IPv6, RFC 8200 §8.1 pseudo-header) addresses."""
+    (IPv4) or 16-byte (IPv6, RFC 8200 §8.1 pseudo-header) addresses.
+
+    ``partial``: leave the checksum to the NIC (a TAP with offloads): the field holds the
+    folded pseudo-header sum, as Linux's CHECKSUM_PARTIAL does, and the payload is not
+    summed here at all."""
     hlen = 20 + len(options)
     header = _HDR.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, window, 0, 0) + options
-    csum = transport_checksum_parts(src, dst, 6, (header, payload), hlen + len(payload))
+    if partial:
+        csum = fold(pseudo_header_sum(src, dst, 6, hlen + len(payload)))
+    else:
+        csum = transport_checksum_parts(src, dst, 6, (header, payload), hlen + len(payload))
     return b"".join((header[:16], csum.to_bytes(2, "big"), header[18:], payload))

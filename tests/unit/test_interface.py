@@ -40,7 +40,8 @@ class FakeTransport:
         self.fired: list[float] = []
         self.raise_on_receive = False
 
-    def receive(self, src: bytes, dst: bytes, segment: memoryview, now: float) -> None:
+    def receive(self, src: bytes, dst: bytes, segment: memoryview, now: float,
+                csum_ok: bool = False) -> None:
         if self.raise_on_receive:
             raise RuntimeError("transport bug")
         self.received.append((src, dst, bytes(segment), now))
