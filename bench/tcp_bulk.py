@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import tap_ceiling  # noqa: E402
 from netstack.harness import environment_problem, topology  # noqa: E402
+from netstack.link.tap import TapLink  # noqa: E402
 from netstack.loop import Loop  # noqa: E402
 from netstack.stack import NetStack, StackConfig  # noqa: E402
 from tests.integration.tcp_peer import stream  # noqa: E402
@@ -37,6 +38,7 @@ PORT = 5001
 @dataclass
 class Row:
     mtu: int
+    offload: bool
     what: str
     mbytes_per_s: float
     ceiling_mbytes_per_s: float
@@ -53,15 +55,19 @@ def _expected(seed: int, n: int) -> str:
     return h.hexdigest()
 
 
-def measure(mtu: int, size: int, ceiling_s: float) -> list[Row]:
+def measure(mtu: int, size: int, ceiling_s: float, offload: bool) -> list[Row]:
     with topology(mtu=mtu) as topo:
         assert topo.link is not None and topo.tap is not None
         rx_ceiling = tap_ceiling.measure_rx(topo, topo.tap, ceiling_s, 2).mbytes_per_s
         tx_ceiling = tap_ceiling.measure_tx(topo, topo.tap, ceiling_s).mbytes_per_s
         proc = topo.start([sys.executable, PEER, "--port", str(PORT)])
         topo.wait_listening(PORT, proc=proc)
+        link = topo.link
+        if offload:  # a second TAP with offloads, on the same peer address's network
+            topo.tap.close()
+            link = TapLink(mtu=mtu, netns=topo.netns, peer_ip=topo.peer_ip, offload=True)
         loop = Loop()
-        stack = NetStack(loop, topo.link, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
+        stack = NetStack(loop, link, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
         stack.start()
         try:
             # receive
@@ -95,8 +101,11 @@ def measure(mtu: int, size: int, ceiling_s: float) -> list[Row]:
         finally:
             stack.close()
             loop.close()
+            if offload:
+                link.close()
     mb = size / 1e6
-    return [Row(mtu, "recv", mb / t_recv, rx_ceiling), Row(mtu, "send", mb / t_send, tx_ceiling)]
+    return [Row(mtu, offload, "recv", mb / t_recv, rx_ceiling),
+            Row(mtu, offload, "send", mb / t_send, tx_ceiling)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,20 +114,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--ceiling-seconds", type=float, default=2.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--offload", choices=("off", "on", "both"), default="both",
+                    help="TAP checksum/GSO offloads (default: measure both)")
     args = ap.parse_args(argv)
     problem = environment_problem()
     if problem:
         print(f"tcp_bulk: cannot run: {problem}", file=sys.stderr)
         return 1
     rows: list[Row] = []
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.offload]
     for mtu in args.mtu or [1500, 9000]:
-        rows += measure(mtu, args.size_mib << 20, args.ceiling_seconds)
+        for off in modes:
+            rows += measure(mtu, args.size_mib << 20, args.ceiling_seconds, off)
     if args.json:
         print(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2))
     else:
-        print(f"{'MTU':>6} {'dir':>5} {'ours MB/s':>10} {'TAP MB/s':>10} {'ratio':>6}")
+        print(f"{'MTU':>6} {'offload':>7} {'dir':>5} {'ours MB/s':>10} {'TAP MB/s':>10} "
+              f"{'ratio':>6}")
         for r in rows:
-            print(f"{r.mtu:>6} {r.what:>5} {r.mbytes_per_s:>10.1f} "
+            print(f"{r.mtu:>6} {'on' if r.offload else 'off':>7} {r.what:>5} "
+                  f"{r.mbytes_per_s:>10.1f} "
                   f"{r.ceiling_mbytes_per_s:>10.1f} {r.ratio:>6.2f}")
     return 0
 
