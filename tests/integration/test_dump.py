@@ -310,3 +310,25 @@ def test_target_restart_while_armed_is_recovered_by_the_session(
     assert not res.relogin and res.verified
     assert d.session.conn.connects >= 2          # the session layer reconnected
     assert res.header is not None and res.header.format is DumpFormat.ELF
+
+
+# ------------------------------------------------------------------------ bench smoke
+
+
+def test_bench_dump_smoke(panic_image: LinuxImage) -> None:
+    """bench/dump.py runs and reports every row with positive numbers (never a speed)."""
+    problem = netns_problem()
+    if problem is not None:
+        pytest.skip(f"network namespace test: {problem}")
+    cp = subprocess.run([sys.executable, str(ROOT / "bench" / "dump.py"), "--json"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    doc = json.loads(cp.stdout)
+    ways = {r["way"]: r for r in doc["rows"]}
+    assert set(ways) == {
+        "bootinit dump (QEMU pipe -> LUN)", "bootinit dump read-back verify",
+        "bootinit dump --extract (LUN -> file)", "QEMU dump-guest-memory -> tmpfs file",
+        "qemu-img convert file -> iscsi://", "qemu-img convert minus qemu-img info"}
+    assert all(r["mb_per_s"] > 0 and r["seconds"] > 0 for r in doc["rows"])
+    assert doc["info"]["ratio_vs_qemu_img"] > 0
+    assert 128 * MiB < doc["info"]["dump_bytes"] < 130 * MiB
