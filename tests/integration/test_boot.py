@@ -647,7 +647,8 @@ def test_bench_boot_smoke(bootsector: BootsectorImage) -> None:
                         timeout=240, cwd=ROOT)
     assert cp.returncode == 0, cp.stderr
     rows = {m.group(1): m for m in re.finditer(
-        r"^bootsector\s+(local|libiscsi|bootinit)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x",
+        r"^bootsector\s+(local|libiscsi|bootinit)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x"
+        r"\s+([0-9.]+)x",
         cp.stdout, re.M)}
     assert set(rows) == {"local", "libiscsi", "bootinit"}, cp.stdout
     assert all(float(m.group(2)) > 0 for m in rows.values())
