@@ -99,13 +99,15 @@ class EthernetLayer:
     ``priority_tagged`` counts VID-0 frames accepted as untagged.
     """
 
-    __slots__ = ("_c", "mac", "promiscuous", "vlan")
+    __slots__ = ("_c", "groups", "mac", "promiscuous", "vlan")
 
     def __init__(self, mac: bytes, counters: defaultdict[str, int],
                  vlan: int | None = None, promiscuous: bool = False) -> None:
         self.mac = mac
         self.vlan = vlan
         self.promiscuous = promiscuous
+        #: Multicast MACs accepted besides broadcast (IPv6: 33:33:..., RFC 2464 §7).
+        self.groups: set[bytes] = set()
         self._c = counters
         for name in ("frames_in", "bytes_in", "frames_out", "bytes_out", "short",
                      "not_for_us", "unknown_ethertype", "vlan"):
@@ -128,8 +130,9 @@ class EthernetLayer:
         dst, _src, ethertype = _HDR.unpack_from(frame, 0)
         group = bool(dst[0] & 1)
         if group:
-            if dst != BROADCAST and not self.promiscuous:
-                # No multicast groups are joined (IPv4 multicast is not used).
+            if dst != BROADCAST and dst not in self.groups and not self.promiscuous:
+                # Only joined groups (IPv6 all-nodes and solicited-node; IPv4 multicast
+                # is not used).
                 c["not_for_us"] += 1
                 return -1, 0, True
         elif dst != self.mac and not self.promiscuous:

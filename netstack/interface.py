@@ -41,6 +41,7 @@ beyond the call must copy it if the caller may reuse the frame buffer.
 from __future__ import annotations
 
 import ipaddress
+import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,6 +51,7 @@ from netstack.ethernet import (
     BROADCAST,
     ETHERTYPE_ARP,
     ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
     EthernetLayer,
     parse_mac,
 )
@@ -64,6 +66,8 @@ from netstack.ipv4 import (
     Ipv4Layer,
     ReassemblyConfig,
 )
+from netstack.ipv6layer import MIN_MTU as IPV6_MIN_MTU
+from netstack.ipv6layer import Ipv6Config, Ipv6Layer
 from netstack.link.base import BytesLike
 from netstack.udp import UdpLayer
 
@@ -114,13 +118,16 @@ class InterfaceConfig:
     ip_ident: int = 0
     #: Re-raise unexpected exceptions from receive_frame (for tests) instead of counting.
     strict: bool = False
+    #: IPv6 (RFC 8200; ND, SLAAC, ICMPv6): None leaves IPv6 frames unhandled (counted).
+    ipv6: Ipv6Config | None = None
 
 
 class Interface:
     """Ethernet/ARP/IPv4/ICMP of one link, with a pluggable transport (TCP)."""
 
     def __init__(self, config: InterfaceConfig, counters: Counters | None = None,
-                 tcp: TransportLayer | None = None) -> None:
+                 tcp: TransportLayer | None = None,
+                 rng: random.Random | None = None) -> None:
         mac = parse_mac(config.mac)
         if mac[0] & 1:
             raise ValueError("the interface MAC must be a unicast address")
@@ -149,6 +156,13 @@ class Interface:
         self._bcast_hdr = self.eth.header(BROADCAST, ETHERTYPE_IPV4)
         self._route_dst = b""
         self._route_nh: bytes | None = None
+        self.ip6: Ipv6Layer | None = None
+        if config.ipv6 is not None:
+            if config.mtu < IPV6_MIN_MTU:
+                raise ValueError(f"IPv6 needs an MTU of at least {IPV6_MIN_MTU} (RFC 8200 "
+                                 f"§5), the interface has {config.mtu}")
+            self.ip6 = Ipv6Layer(config.ipv6, self.eth, config.mtu, self._out, self.counters,
+                                 config.reassembly, rng, on_change=self._ip6_changed)
 
     @property
     def mss(self) -> int:
@@ -204,10 +218,25 @@ class Interface:
     def attach_tcp(self, tcp: TransportLayer) -> None:
         """Bind the transport that receives protocol 6 and whose output is sent."""
         self.tcp = tcp
+        self._ip6_changed()
+
+    def _ip6_changed(self) -> None:
+        """IPv6 addresses or MTU changed: the transport's IPv6 source and MSS follow
+        (MSS = MTU - 60, RFC 8200 §8.3 with the 20-byte TCP header)."""
+        tcp, ip6 = self.tcp, self.ip6
+        if tcp is None or ip6 is None:
+            return
+        if hasattr(tcp, "local_ip6"):
+            tcp.local_ip6 = ip6.primary
+        if hasattr(tcp, "mss6"):
+            tcp.mss6 = ip6.mtu - 60
 
     def start(self, now: float) -> None:
-        """Queue the gratuitous ARP announcements (RFC 5227 §2.3)."""
+        """Queue the gratuitous ARP announcements (RFC 5227 §2.3); IPv6: form the
+        link-local address, start DAD and router solicitation (RFC 4862)."""
         self.arp.start(now)
+        if self.ip6 is not None:
+            self.ip6.start(now)
 
     # ---------------------------------------------------------------- receive
     def receive_frame(self, frame: BytesLike, now: float, csum_ok: bool = False) -> None:
@@ -230,6 +259,17 @@ class Interface:
                     self.udp.receive(src, dst, payload, bcast, now)
                 else:
                     self._deliver_other(proto, src, payload, bcast, now)
+            elif ethertype == ETHERTYPE_IPV6 and self.ip6 is not None:
+                r6 = self.ip6.receive(mv[off:], group, now)
+                if r6 is not None:
+                    proto, src, dst, payload, mcast = r6
+                    if proto == PROTO_TCP:
+                        if self.tcp is not None:
+                            self.tcp.receive(src, dst, payload, now, csum_ok)
+                        else:
+                            self._c_ip["no_transport"] += 1
+                    else:
+                        self.udp.receive(src, dst, payload, mcast, now)
             elif ethertype == ETHERTYPE_ARP:
                 self.arp.receive(mv[off:], now)
             elif ethertype >= 0:
@@ -300,14 +340,30 @@ class Interface:
 
     def send_udp(self, dst: bytes, sport: int, dport: int, payload: BytesLike,
                  now: float) -> None:
-        """Send one UDP datagram from our address (0.0.0.0 while unconfigured)."""
+        """Send one UDP datagram from our address (0.0.0.0 while unconfigured); to a
+        16-byte destination over IPv6 from the selected source (RFC 6724)."""
+        if len(dst) == 16:
+            ip6 = self.ip6
+            src = None if ip6 is None else ip6.select_source(dst)
+            if ip6 is None or src is None:
+                self._c_ip["no_route"] += 1
+                return
+            ip6.send(dst, PROTO_UDP, self.udp.build(src, dst, sport, dport, payload), now,
+                     src=src, allow_fragments=True)
+            return
         self.send_ip(dst, PROTO_UDP, self.udp.build(self.ip, dst, sport, dport, payload),
                      now, df=False)
 
-    def ping(self, dst: ipaddress.IPv4Address | bytes, ident: int, seq: int,
-             data: bytes, now: float) -> None:
-        """Send an ICMP Echo Request (replies land in ``icmp.echo_replies``)."""
+    def ping(self, dst: ipaddress.IPv4Address | ipaddress.IPv6Address | bytes, ident: int,
+             seq: int, data: bytes, now: float) -> None:
+        """Send an ICMP Echo Request (replies land in ``icmp.echo_replies``, or in
+        ``ip6.echo_replies`` for an IPv6 destination)."""
         dst_b = dst if isinstance(dst, bytes) else dst.packed
+        if len(dst_b) == 16:
+            if self.ip6 is None:
+                raise ValueError("IPv6 is not enabled on this interface")
+            self.ip6.ping(dst_b, ident, seq, data, now)
+            return
         self.icmp.count_request()
         self.send_ip(dst_b, PROTO_ICMP, build_echo(ECHO_REQUEST, ident, seq, data), now,
                      df=False)
@@ -318,7 +374,10 @@ class Interface:
         if tcp is not None:
             send = self.send_ip
             for dst, seg in tcp.output(now):
-                send(dst, PROTO_TCP, seg, now)
+                if len(dst) == 4:
+                    send(dst, PROTO_TCP, seg, now)
+                else:
+                    self._send_tcp6(tcp, dst, seg, now)
         out = self._out
         if not out:
             return []
@@ -329,13 +388,27 @@ class Interface:
         c["bytes_out"] += sum(map(len, frames))
         return frames
 
+    def _send_tcp6(self, tcp: TransportLayer, dst: bytes, seg: bytes, now: float) -> None:
+        """A TCP segment over IPv6 from its connection's own address (the checksum's)."""
+        ip6 = self.ip6
+        if ip6 is None:
+            self._c_ip["no_route"] += 1
+            return
+        source_of = getattr(tcp, "source_of", None)
+        src = source_of(dst, seg) if source_of is not None else None
+        ip6.send(dst, PROTO_TCP, seg, now, src=src)
+
     # ----------------------------------------------------------------- timers
     def next_deadline(self) -> float | None:
-        """The earliest of ARP, reassembly and transport timers."""
+        """The earliest of ARP, reassembly, IPv6 and transport timers."""
         best = self.arp.next_deadline()
         t = self.ipv4.reassembler.next_deadline()
         if t is not None and (best is None or t < best):
             best = t
+        if self.ip6 is not None:
+            t = self.ip6.next_deadline()
+            if t is not None and (best is None or t < best):
+                best = t
         if self.tcp is not None:
             t = self.tcp.next_deadline()
             if t is not None and (best is None or t < best):
@@ -346,6 +419,8 @@ class Interface:
         """Fire due timers (ARP retries and give-ups, reassembly timeouts, transport)."""
         self.arp.on_deadline(now)
         self.ipv4.reassembler.on_deadline(now)
+        if self.ip6 is not None:
+            self.ip6.on_deadline(now)
         if self.tcp is not None:
             self.tcp.on_deadline(now)
 

@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from netstack.addrconf import Ipv6Config
 from netstack.counters import Counters
 from netstack.dhcp import DhcpClient, DhcpConfig, DhcpEvent, InterfaceDhcp, Lease
 from netstack.interface import UNCONFIGURED, Interface, InterfaceConfig
@@ -55,6 +56,8 @@ class StackConfig:
     #: Static neighbours (IPv4 address -> MAC): never expire, never changed by received
     #: ARP (a spoofed reply is counted as ``arp.static_conflicts`` and ignored).
     neighbors: dict[ipaddress.IPv4Address, bytes] = field(default_factory=dict)
+    #: IPv6 (static addresses, SLAAC, default router; ND and DAD): None = IPv4 only.
+    ipv6: Ipv6Config | None = None
 
 
 class NetStack:
@@ -72,8 +75,10 @@ class NetStack:
         self.iface = Interface(InterfaceConfig(mac=config.mac, ip=config.ip,
                                                gateway=config.gateway, mtu=mtu,
                                                vlan=config.vlan,
-                                               static_neighbours=dict(config.neighbors)),
-                               counters=self.counters)
+                                               static_neighbours=dict(config.neighbors),
+                                               ipv6=config.ipv6),
+                               counters=self.counters,
+                               rng=None if config.seed is None else random.Random(config.seed))
         self.tcp = TcpLayer(config.ip.ip.packed, mss=mtu - 40,
                             counters=self.counters)
         self.iface.attach_tcp(self.tcp)
@@ -195,28 +200,62 @@ class NetStack:
         return self.dhcp.lease if self.dhcp is not None else None
 
     def wait_configured(self, timeout: float = 30.0) -> Lease | None:
-        """Run the loop until the interface has an address (the DHCP lease, or None when
-        the address was configured statically). Raises :class:`LoopTimeout` naming DHCP."""
+        """Run the loop until the interface has its addresses: the DHCP lease (returned;
+        None when IPv4 was configured statically) and, with IPv6 static addresses or
+        SLAAC, a preferred IPv6 address (DAD done, :meth:`wait_ipv6`). Raises
+        :class:`LoopTimeout` naming what did not come."""
+        deadline = self.loop.time() + timeout
+        cfg6 = self.config.ipv6
+        if cfg6 is not None and (cfg6.addresses or cfg6.slaac):
+            self.wait_ipv6(timeout)
         if self.dhcp is None:
             return None
         dhcp = self.dhcp
         self.loop.run_until(lambda: dhcp.lease is not None and self.iface.configured,
-                            timeout, "a DHCP lease (DISCOVER/OFFER/REQUEST/ACK)")
+                            max(0.0, deadline - self.loop.time()),
+                            "a DHCP lease (DISCOVER/OFFER/REQUEST/ACK)")
         return dhcp.lease
+
+    def wait_ipv6(self, timeout: float = 30.0) -> ipaddress.IPv6Address:
+        """Run the loop until a static or SLAAC IPv6 address is preferred (DAD passed,
+        RFC 4862 §5.4; with SLAAC a Router Advertisement came first); returns it."""
+        ip6 = self.iface.ip6
+        if ip6 is None:
+            raise ValueError("IPv6 is not enabled on this stack")
+        cfg6 = ip6.config
+        what = ("an IPv6 address by SLAAC (Router Advertisement, then DAD)"
+                if cfg6.slaac and not cfg6.addresses else
+                "duplicate address detection of our IPv6 address")
+        self.loop.run_until(lambda: ip6.primary is not None, timeout, what)
+        primary = ip6.primary
+        assert primary is not None
+        return ipaddress.IPv6Address(primary)
 
     def dhcp_events(self) -> list[DhcpEvent]:
         """Every lease event so far (bound, renewed, lost)."""
         return list(self.dhcp.events) if self.dhcp is not None else []
 
-    def connect(self, host: str | ipaddress.IPv4Address, port: int,
+    def connect(self, host: str | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int,
                 config: TcpConfig | None = None) -> TcpConnection:
-        """Start an active open; returns at once (see :meth:`open_stream` to wait)."""
-        addr = ipaddress.IPv4Address(host)
-        conn = self.tcp.connect(addr.packed, port, self.loop.time(),
-                                config=config or self.tcp_config)
-        return conn
+        """Start an active open to an IPv4 or IPv6 literal (brackets allowed, a zone
+        ``%...`` ignored: there is one link); returns at once (see :meth:`open_stream`)."""
+        addr = parse_host(host)
+        if addr.version == 4:
+            return self.tcp.connect(addr.packed, port, self.loop.time(),
+                                    config=config or self.tcp_config)
+        ip6 = self.iface.ip6
+        if ip6 is None:
+            raise TcpError("invalid", f"cannot reach [{addr}]: IPv6 is not enabled "
+                           "(--ip6 ADDR/PREFIX or --slaac)")
+        src = ip6.select_source(addr.packed)
+        if src is None:
+            raise TcpError("no_address", f"cannot reach [{addr}]: no usable IPv6 address "
+                           "yet (duplicate address detection or SLAAC still running)")
+        return self.tcp.connect(addr.packed, port, self.loop.time(),
+                                config=config or self.tcp_config, local_ip=src)
 
-    def open_stream(self, host: str | ipaddress.IPv4Address, port: int,
+    def open_stream(self, host: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+                    port: int,
                     timeout: float = 20.0, config: TcpConfig | None = None) -> Stream:
         """Connect and wait until established; raises :class:`TcpError` on failure."""
         conn = self.connect(host, port, config)
@@ -305,4 +344,22 @@ class Stream:
                   timeout, f"close of {self._peer()}")
 
     def _peer(self) -> str:
-        return f"{ipaddress.IPv4Address(self.conn.remote_ip)}:{self.conn.remote_port}"
+        ip = ipaddress.ip_address(self.conn.remote_ip)
+        host = f"[{ip}]" if ip.version == 6 else str(ip)
+        return f"{host}:{self.conn.remote_port}"
+
+
+def parse_host(host: str | ipaddress.IPv4Address | ipaddress.IPv6Address
+               ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4 or IPv6 address from a literal: ``10.0.0.1``, ``fd00::1``, ``[fd00::1]``,
+    ``fe80::1%eth0`` (the zone is dropped). Raises ValueError for anything else."""
+    if not isinstance(host, str):
+        return host
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    text = text.split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IPv4 or IPv6 address") from None

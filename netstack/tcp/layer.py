@@ -254,6 +254,14 @@ class TcpLayer:
             self._c["segments_out"] += len(out)
         return out
 
+    def source_of(self, remote_ip: bytes, segment: bytes) -> bytes | None:
+        """The local address of the connection an output segment belongs to (an IPv6
+        interface has several addresses; the checksum was computed with this one), or
+        None (a reset for an unknown connection)."""
+        conn = self._conns.get(((segment[0] << 8) | segment[1], remote_ip,
+                                (segment[2] << 8) | segment[3]))
+        return None if conn is None else conn.local_ip
+
     # -------------------------------------------------------------- timers
     def next_deadline(self) -> float | None:
         """The earliest timer of any connection."""
