@@ -843,7 +843,14 @@ class Dumper:
     # ------------------------------------------------------------------ helpers
 
     def _pump(self, t: float) -> None:
+        if self.guest is not None and self.guest.poll() is not None:
+            raise DumpError(self._exited_text())
         self.loop.run_once(min(t, 0.05))
+
+    def _exited_text(self) -> str:
+        assert self.guest is not None
+        tail = self.guest.log_tail()
+        return f"QEMU exited with status {self.guest.poll()}" + (f": {tail}" if tail else "")
 
     def _wait(self, pred: Callable[[], bool], what: str) -> None:
         self.session.wait(pred, what)
@@ -929,8 +936,12 @@ class Dumper:
                     f"written")
             self.qmp.getfd(self._pipe_w, FD_NAME)
         except QmpError as e:
-            tail = self.guest.log_tail() if self.guest is not None else ""
-            raise DumpError(f"QEMU: {e}" + (f"\n{tail}" if tail else "")) from e
+            if self.guest is not None and self.guest.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.guest.proc.wait(1)
+                if self.guest.poll() is not None:
+                    raise DumpError(self._exited_text()) from e
+            raise DumpError(f"QEMU: {e}") from e
         os.close(self._pipe_w)
         self._pipe_w = None
         self.loop.add_reader(self.qmp.fileno(), self._on_qmp)
@@ -1395,6 +1406,7 @@ def _stderr_report(line: str) -> None:
 def cmd_dump(args: argparse.Namespace) -> int:
     """The ``dump`` command."""
     from bootinit.commands import CliError, context, fill_defaults
+    from qemu.qmp import QmpError
 
     fill_defaults(args)
     try:
@@ -1434,7 +1446,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     except _Terminated:
         print("bootinit dump: terminated", file=sys.stderr)
         return 143
-    except (CliError, DumpError, dumpfmt.HeaderError) as e:
+    except (CliError, DumpError, dumpfmt.HeaderError, QmpError) as e:
         print(f"bootinit dump: {e}", file=sys.stderr)
         return 2 if isinstance(e, CliError) else 1
 

@@ -162,6 +162,26 @@ def test_kdump_zlib_format(panic_image: LinuxImage, lab: Lab, tmp_path: Path) ->
     assert data == local.read_bytes()
 
 
+# ------------------------------------------------------------------------ no dump
+
+
+def test_guest_that_ends_without_a_panic_and_bad_qemu_arguments(lab: Lab,
+                                                                tmp_path: Path) -> None:
+    r = bootinit(lab, lab.url, "--", "-m", "128", "-bogus-option", timeout=60)
+    assert r.returncode == 1
+    assert "QEMU exited with status 1" in r.stderr and "-bogus-option" in r.stderr
+    try:
+        plain = images.linux_image()
+    except ImageError as e:
+        pytest.skip(str(e))
+    disk = copy_image(plain.path, tmp_path / "disk.img")
+    r = bootinit(lab, lab.url, "--", *guest_args(disk, tmp_path / "serial.log"),
+                 timeout=240)
+    assert r.returncode == 3, r.stderr
+    assert "without a panic; nothing was dumped" in r.stderr
+    assert lun_bytes(lab, 0, 4096) == bytes(4096)
+
+
 # ------------------------------------------------------------------------ too large
 
 

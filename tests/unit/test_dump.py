@@ -673,3 +673,33 @@ def test_qmp_execute_with_fds() -> None:
         os.close(w)
         ours.close()
         theirs.close()
+
+
+def test_target_from_an_ibft_file_fills_address_and_name(tmp_path: Path) -> None:
+    import argparse
+    from ipaddress import IPv4Interface
+
+    from bootinit.commands import fill_defaults
+    from bootinit.dump import _fill, _target
+    from firmware_tables import BootConfig, NicConfig, parse_iscsi_url
+
+    cfg = BootConfig(initiator_name="iqn.2026-11.org.bootinit:dumper",
+                     nics=(NicConfig(address=IPv4Interface("10.77.0.9/24"),
+                                     mac=bytes.fromhex("525400000001")),),
+                     targets=(parse_iscsi_url("iscsi://10.77.0.1/iqn.2024-01.x:dump/2"),))
+    table = tmp_path / "ibft.bin"
+    table.write_bytes(cfg.to_ibft())
+    args = argparse.Namespace(ibft=str(table), json=False)
+    fill_defaults(args)
+    _fill(args)
+    spec, origin = _target(args)
+    assert (spec.host, spec.name, spec.lun) == ("10.77.0.1", "iqn.2024-01.x:dump", 2)
+    assert args.ip == "10.77.0.9/24" and args.initiator_name == cfg.initiator_name
+    assert origin == f"iBFT {table}"
+    args = argparse.Namespace(ibft=str(tmp_path / "missing"), json=False)
+    fill_defaults(args)
+    _fill(args)
+    from bootinit.commands import CliError
+
+    with pytest.raises(CliError, match="missing"):
+        _target(args)
