@@ -1,12 +1,15 @@
 """UDP (RFC 768), just enough for DHCP: build, validate, and hand datagrams to a port.
 
-:func:`build_udp` makes a datagram with its checksum over the IPv4 pseudo-header (a
-computed checksum of zero is sent as 0xFFFF, RFC 768 "Fields"). :class:`UdpLayer`
-validates received datagrams (length against the IP payload — trailing bytes beyond
-the UDP length are ignored —, checksum unless it is zero, which means "none") and
-delivers the payload to the handler bound to the destination port; everything else
-is counted and dropped. No ICMP port unreachable is sent: we are a client that
-listens on one port at most (RFC 1122 §4.1.3.1 makes it a SHOULD).
+:func:`build_udp` makes a datagram with its checksum over the pseudo-header of the
+addresses' family — IPv4, or IPv6 for 16-byte addresses (RFC 8200 §8.1) — (a computed
+checksum of zero is sent as 0xFFFF, RFC 768 "Fields"); over IPv6 a received zero
+checksum is not "none" but an error (RFC 8200 §8.1, counted ``zero_checksum_v6``).
+:class:`UdpLayer` validates received datagrams (length against the IP payload —
+trailing bytes beyond the UDP length are ignored —, checksum unless it is zero, which
+means "none" over IPv4) and delivers the payload to the handler bound to the
+destination port; everything else is counted and dropped. No ICMP port unreachable
+is sent: we are a client that listens on one port at most (RFC 1122 §4.1.3.1 makes it
+a SHOULD).
 
 Counters (layer ``udp``): ``in``, ``out``, ``delivered``, ``short``, ``bad_length``,
 ``bad_checksum``, ``no_checksum``, ``no_port``, ``handler_errors`` (a handler raised:
@@ -70,6 +73,9 @@ def parse_udp(src: bytes, dst: bytes, segment: memoryview,
         return None
     seg = segment[:length]
     if ck == 0:
+        if len(src) == 16:
+            counters["zero_checksum_v6"] += 1  # RFC 8200 §8.1: mandatory over IPv6
+            return None
         counters["no_checksum"] += 1  # RFC 768: the sender computed none
     elif transport_checksum(src, dst, PROTO_UDP, seg) != 0:
         counters["bad_checksum"] += 1
