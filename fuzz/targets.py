@@ -404,6 +404,9 @@ class FrameRig:
     def output(self) -> list[bytes]:
         out = self.iface.frames_to_send(self.now)
         assert len(out) <= _OUTPUT_LIMIT, f"{len(out)} frames for one input"
+        # nothing we build may exceed the MTU (the interface would drop it: a stall)
+        assert all(len(f) <= 14 + self.iface.mtu for f in out)
+        assert self.iface.counters.get("ip", "too_big") == 0
         return out
 
 
