@@ -114,6 +114,7 @@ class Context:
             dhcp = DhcpConfig(probe=ProbeConfig.fast())
         self.stack = NetStack(self.loop, self.link, StackConfig(
             mac=opts.mac, ip=opts.ip or UNCONFIGURED, gateway=opts.gateway, dhcp=dhcp,
+            neighbors=dict(opts.neighbors),
             vlan=opts.vlan))
         self.lease: Lease | None = None
         try:

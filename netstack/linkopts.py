@@ -95,6 +95,23 @@ def _parse_cidr(option: str, text: str) -> IPv4Interface:
     return iface
 
 
+def _parse_neighbor(text: str) -> tuple[IPv4Address, bytes]:
+    ip_text, sep, mac_text = text.partition("=")
+    if not sep:
+        raise LinkOptionError("--neighbor", text, "expected IP=MAC, e.g. "
+                              "10.77.0.1=02:00:00:00:00:01")
+    try:
+        ip = IPv4Address(ip_text.strip())
+    except ValueError:
+        raise LinkOptionError("--neighbor", text, "not an IPv4 address before =") from None
+    if ip.is_multicast or ip.is_unspecified or ip == IPv4Address("255.255.255.255"):
+        raise LinkOptionError("--neighbor", text, "is not a unicast IPv4 address")
+    mac = parse_mac(mac_text.strip(), "--neighbor")
+    if mac[0] & 1 or mac == bytes(6):
+        raise LinkOptionError("--neighbor", text, "not a unicast MAC address")
+    return ip, mac
+
+
 def _check_ns_name(text: str) -> str:
     if (not text or len(text) > 64 or text in (".", "..")
             or not re.fullmatch(r"[A-Za-z0-9_.\-]+", text)):
@@ -153,6 +170,9 @@ class LinkOptions:
     #: passt socket (rootless link), or QEMU ``-netdev stream`` socket.
     passt: Path | None = None
     qemu_stream: Path | None = None
+    #: Static neighbours (``--neighbor IP=MAC``, repeatable): never expire, never
+    #: changed by received ARP (spoofed replies are counted, not believed).
+    neighbors: tuple[tuple[IPv4Address, bytes], ...] = ()
     #: TAP offloads (checksum, GSO): "auto" (on when no --fault/--pcap wrapper needs to
     #: see every frame as it is on the wire, and the kernel agrees), "on", "off".
     offload: str = "auto"
@@ -265,11 +285,13 @@ class LinkOptions:
                 if not str(val):
                     raise LinkOptionError(opt, val, "empty socket path")
                 streams[attr] = Path(val)
+        neighbors = tuple(_parse_neighbor(t) for t in (getattr(args, "neighbor", None) or ()))
         offload = getattr(args, "offload", None) or "auto"
         return cls(netns=netns, bridge=bridge, peer_ip=peer_ip, ip=ip, gateway=gateway,
                    mac=mac, mtu=mtu, fault=fault, pcap=pcap, tap=tap,
                    dhcp=bool(getattr(args, "dhcp", False)), vlan=vlan,
                    passt=streams["passt"], qemu_stream=streams["qemu_stream"],
+                   neighbors=neighbors,
                    offload=offload)
 
     def to_argv(self) -> list[str]:
@@ -289,6 +311,8 @@ class LinkOptions:
         argv += ["--mac", format_mac(self.mac), "--mtu", str(self.mtu)]
         if self.fault is not None:
             argv += ["--fault", str(self.fault)]
+        for nip, nmac in self.neighbors:
+            argv += ["--neighbor", f"{nip}={format_mac(nmac)}"]
         return argv
 
 
@@ -312,6 +336,9 @@ def add_link_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pcap", metavar="FILE", help="capture all frames to this pcap file")
     g.add_argument("--tap", metavar="NAME",
                    help="attach to this existing TAP device instead of creating one")
+    g.add_argument("--neighbor", metavar="IP=MAC", action="append",
+                   help="static ARP entry (repeatable): never expires, never changed by "
+                        "received ARP, so spoofed replies cannot redirect traffic")
     g.add_argument("--offload", metavar="auto|on|off",
                    help="TAP checksum/GSO offloads (default auto: on unless --fault or "
                         "--pcap must see every frame as sent)")
