@@ -87,6 +87,7 @@ _DEFAULTS: dict[str, Any] = {
     "digest": "none", "user": None, "secret": None, "target_user": None,
     "target_secret": None, "queue_depth": None, "timeout": None, "stats": False,
     "dhcp": False, "vlan": None, "passt": None, "qemu_stream": None, "dhcp_timeout": None,
+    "ip6": None, "slaac": False, "gateway6": None, "no_dad": False, "ip6_iid": None,
 }
 
 
@@ -103,8 +104,9 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        if args.ip is None and not args.dhcp:
-            raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX or --dhcp")
+        if args.ip is None and not args.dhcp and not args.ip6 and not args.slaac:
+            raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX, --dhcp, "
+                           "--ip6 ADDR/PREFIX or --slaac")
         self.link_opts = opts = LinkOptions.from_args(args)
         self.loop = Loop()
         self.link = open_link(opts, self.loop.time)
@@ -115,10 +117,12 @@ class Context:
         self.stack = NetStack(self.loop, self.link, StackConfig(
             mac=opts.mac, ip=opts.ip or UNCONFIGURED, gateway=opts.gateway, dhcp=dhcp,
             neighbors=dict(opts.neighbors),
-            vlan=opts.vlan))
+            vlan=opts.vlan, ipv6=opts.ipv6_config()))
         self.lease: Lease | None = None
         try:
             self.stack.start()
+            if opts.ipv6:
+                self._wait_ipv6()
             if opts.dhcp:
                 self.lease = self._wait_lease()
         except BaseException:
@@ -149,6 +153,24 @@ class Context:
                   f"{lease.root_path or '-'}, initiator {lease.initiator_name or '-'}",
                   file=sys.stderr)
         return lease
+
+    def _wait_ipv6(self) -> None:
+        """Until an IPv6 address is ours (DAD passed; with --slaac, an RA came first)."""
+        timeout = 30.0 if self.args.dhcp_timeout is None else float(self.args.dhcp_timeout)
+        try:
+            addr = self.stack.wait_ipv6(timeout)
+        except LoopTimeout as e:
+            c = self.stack.counters.get
+            raise CliError(f"IPv6: {e} ({c('nd', 'rs_out')} RS, {c('nd', 'ra_in')} RA, "
+                           f"{c('nd', 'dad_duplicates')} duplicate addresses)") from None
+        if self.args.verbose:
+            ip6 = self.stack.iface.ip6
+            assert ip6 is not None
+            router = ip6.default_router
+            print(f"IPv6: {addr} ("
+                  + ", ".join(str(a) for a in ip6.usable_addresses())
+                  + f"), router {ipaddress.IPv6Address(router) if router else '-'}",
+                  file=sys.stderr)
 
     def spec(self, text: str | None) -> TargetSpec:
         """The target named on the command line, else the DHCP root path (option 17)."""

@@ -11,7 +11,9 @@
 
 Layout: namespace ``NS`` (unique name, loopback up, IPv6 off unless ``ipv6=True`` so
 the kernel does not chatter router solicitations), the TAP's kernel side in it with
-``peer_ip``, or enslaved to bridge ``br0`` that has ``peer_ip``. Our address
+``peer_ip``, or enslaved to bridge ``br0`` that has ``peer_ip``. ``peer_ip6`` (implies
+``ipv6=True``) adds an IPv6 address there too, without DAD (``nodad``: usable at once,
+e.g. for tgtd to bind). Our address
 ``our_ip`` is only a convention for the code on our side of the TAP; nothing is ever
 configured in the root namespace.
 
@@ -29,7 +31,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from pathlib import Path
 
 from netstack import netns as nsh
@@ -93,6 +95,8 @@ class Topology:
     bridge: str | None
     #: The kernel-side interface that holds ``peer_ip`` (the TAP, or the bridge).
     peer_dev: str | None
+    #: The kernel side's IPv6 address (``topology(peer_ip6=...)``), or None.
+    peer_ip6: IPv6Interface | None = None
     #: Our side: the TAP wrapped in FaultLink / PcapLink as asked (None: open_tap=False).
     link: Link | None = None
     #: The bare TAP under the wrappers.
@@ -178,7 +182,8 @@ class Topology:
 @contextlib.contextmanager
 def topology(*, mtu: int = 1500, peer_ip: str = "10.77.0.1/24",
              our_ip: str = "10.77.0.2/24", bridge: bool = False, open_tap: bool = True,
-             ipv6: bool = False, fault: FaultSpec | str | None = None,
+             ipv6: bool = False, peer_ip6: str | None = None,
+             fault: FaultSpec | str | None = None,
              pcap: str | os.PathLike[str] | None = None, our_mac: bytes | None = None,
              clock: Callable[[], float] = time.monotonic,
              prefix: str = "bi") -> Iterator[Topology]:
@@ -201,7 +206,8 @@ def topology(*, mtu: int = 1500, peer_ip: str = "10.77.0.1/24",
         except nsh.NetnsError as e:
             raise HarnessError(f"cannot create the namespace: {e}") from e
         topo = Topology(netns=ns, peer_ip=peer, our_ip=ours, our_mac=our_mac or random_mac(),
-                        mtu=mtu, bridge=BRIDGE_NAME if bridge else None, peer_dev=None)
+                        mtu=mtu, bridge=BRIDGE_NAME if bridge else None, peer_dev=None,
+                        peer_ip6=None if peer_ip6 is None else IPv6Interface(peer_ip6))
 
         def stop_procs() -> None:
             for p in reversed(topo.procs):
@@ -218,7 +224,7 @@ def topology(*, mtu: int = 1500, peer_ip: str = "10.77.0.1/24",
         stack.callback(close_link)
         stack.callback(stop_procs)
         try:
-            if not ipv6:
+            if not ipv6 and peer_ip6 is None:
                 topo.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
                           "net.ipv6.conf.default.disable_ipv6=1"])
             if bridge:
@@ -238,6 +244,9 @@ def topology(*, mtu: int = 1500, peer_ip: str = "10.77.0.1/24",
                 topo.link = link
                 if not bridge:
                     topo.peer_dev = tap.name
+            if topo.peer_ip6 is not None and topo.peer_dev is not None:
+                topo.run(["ip", "-6", "addr", "add", str(topo.peer_ip6), "dev",
+                          topo.peer_dev, "nodad"])
         except nsh.NetnsError as e:
             raise HarnessError(f"cannot build the topology in {ns}: {e}") from e
         yield topo

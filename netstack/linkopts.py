@@ -15,6 +15,10 @@ The link is a TAP whose kernel side lives in ``--netns`` (or an existing ``--tap
 rootless, a passt / QEMU ``-netdev stream`` socket (``--passt`` / ``--qemu-stream``,
 :mod:`netstack.link.stream`). ``--dhcp`` gets the address by DHCP instead of ``--ip``;
 ``--vlan ID`` tags frames with an 802.1Q VLAN ID and accepts only that VLAN.
+IPv6 (off unless asked for): ``--ip6 ADDR/PREFIX`` (static, repeatable), ``--slaac``
+(addresses from Router Advertisements, RFC 4862), ``--gateway6 ADDR`` (static default
+router), ``--no-dad`` (skip Duplicate Address Detection), ``--ip6-iid`` (interface
+identifier: eui64, stable per RFC 7217, random); see :meth:`LinkOptions.ipv6_config`.
 
 Options are taken as plain strings by argparse and validated here, so every problem
 is a :class:`LinkOptionError` naming the option and the value.
@@ -23,15 +27,17 @@ is a :class:`LinkOptionError` naming the option and the value.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface
 from pathlib import Path
 
 from netstack import netns as nsh
+from netstack.addrconf import IID_MODES, Ipv6Config
 from netstack.link.base import Link, LinkError
 from netstack.link.fault import FaultLink, FaultSpec, FaultSpecError
 from netstack.link.pcap import PcapLink
@@ -93,6 +99,41 @@ def _parse_cidr(option: str, text: str) -> IPv4Interface:
     if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
         raise LinkOptionError(option, text, "is not a usable unicast host address")
     return iface
+
+
+def _parse_cidr6(option: str, text: str) -> IPv6Interface:
+    if "/" not in text:
+        raise LinkOptionError(option, text, "expected ADDR/PREFIX, e.g. fd00::2/64")
+    try:
+        iface = IPv6Interface(text.replace("[", "").replace("]", ""))
+    except ValueError as e:
+        raise LinkOptionError(option, text, f"not an IPv6 ADDR/PREFIX ({e})") from None
+    ip = iface.ip
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.ipv4_mapped:
+        raise LinkOptionError(option, text, "is not a usable unicast IPv6 address")
+    return IPv6Interface((IPv6Address(ip.packed), iface.network.prefixlen))
+
+
+def _parse_addr6(option: str, text: str) -> IPv6Address:
+    try:
+        ip = IPv6Address(text.strip("[]").split("%", 1)[0])
+    except ValueError:
+        raise LinkOptionError(option, text, "not an IPv6 address") from None
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+        raise LinkOptionError(option, text, "is not a unicast IPv6 address")
+    return ip
+
+
+def _stable_secret() -> bytes:
+    """RFC 7217 secret_key: derived from /etc/machine-id when there is one (stable across
+    runs on this machine), else random (stable for this run only)."""
+    try:
+        mid = Path("/etc/machine-id").read_bytes().strip()
+    except OSError:
+        mid = b""
+    if not mid:
+        return os.urandom(32)
+    return hashlib.sha256(b"bootinit RFC 7217 secret\0" + mid).digest()
 
 
 def _parse_neighbor(text: str) -> tuple[IPv4Address, bytes]:
@@ -173,6 +214,12 @@ class LinkOptions:
     #: Static neighbours (``--neighbor IP=MAC``, repeatable): never expire, never
     #: changed by received ARP (spoofed replies are counted, not believed).
     neighbors: tuple[tuple[IPv4Address, bytes], ...] = ()
+    #: IPv6: static addresses, SLAAC, static default router, DAD, interface identifier.
+    ip6: tuple[IPv6Interface, ...] = ()
+    slaac: bool = False
+    gateway6: IPv6Address | None = None
+    dad: bool = True
+    ip6_iid: str = "eui64"
     #: TAP offloads (checksum, GSO): "auto" (on when no --fault/--pcap wrapper needs to
     #: see every frame as it is on the wire, and the kernel agrees), "on", "off".
     offload: str = "auto"
@@ -234,6 +281,23 @@ class LinkOptions:
                                       f"is not inside our network {self.ip.network}")
             if self.gateway == self.ip.ip:
                 raise LinkOptionError("--gateway", self.gateway, "is our own address (--ip)")
+        if self.gateway6 is not None:
+            if not self.ip6 and not self.slaac:
+                raise LinkOptionError("--gateway6", self.gateway6, "needs --ip6 or --slaac")
+            if not self.gateway6.is_link_local and self.ip6 and not any(
+                    self.gateway6 in a.network for a in self.ip6):
+                raise LinkOptionError("--gateway6", self.gateway6, "is neither link-local "
+                                      "nor inside an --ip6 network ("
+                                      + ", ".join(str(a.network) for a in self.ip6) + ")")
+            if any(self.gateway6 == a.ip for a in self.ip6):
+                raise LinkOptionError("--gateway6", self.gateway6, "is our own address "
+                                      "(--ip6)")
+        if self.ip6_iid not in IID_MODES:
+            raise LinkOptionError("--ip6-iid", self.ip6_iid,
+                                  f"must be one of {', '.join(IID_MODES)}")
+        if (not self.dad or self.ip6_iid != "eui64") and not self.ip6 and not self.slaac:
+            raise LinkOptionError("--no-dad" if not self.dad else "--ip6-iid", None,
+                                  "is for IPv6: give --ip6 ADDR/PREFIX or --slaac")
         if self.ip is not None and self.peer_ip is not None and self.ip.ip == self.peer_ip.ip:
             raise LinkOptionError("--peer-ip", self.peer_ip, "is the same address as --ip")
         if len(self.mac) != 6 or self.mac[0] & 1 or self.mac == bytes(6):
@@ -244,6 +308,26 @@ class LinkOptions:
     def network(self) -> IPv4Network | None:
         """Our network (from ``--ip``)."""
         return None if self.ip is None else self.ip.network
+
+    @property
+    def ipv6(self) -> bool:
+        """Whether IPv6 was asked for (``--ip6`` or ``--slaac``)."""
+        return bool(self.ip6) or self.slaac
+
+    def ipv6_config(self, *, dad_delay: float = 0.2, rs_delay: float = 0.2
+                    ) -> Ipv6Config | None:
+        """The stack's IPv6 configuration, or None without ``--ip6``/``--slaac``.
+
+        An interactive command shortens the random delays before the first DAD probe
+        and router solicitation (RFC 4862 §5.4.2 and RFC 4861 §6.3.7 say up to 1 s, to
+        spread many hosts that start together) to ``dad_delay``/``rs_delay``.
+        """
+        if not self.ipv6:
+            return None
+        return Ipv6Config(addresses=self.ip6, gateway=self.gateway6, slaac=self.slaac,
+                          iid=self.ip6_iid, dad=self.dad, dad_delay=dad_delay,
+                          rs_delay=rs_delay,
+                          secret=_stable_secret() if self.ip6_iid == "stable" else b"")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LinkOptions:
@@ -285,6 +369,10 @@ class LinkOptions:
                 if not str(val):
                     raise LinkOptionError(opt, val, "empty socket path")
                 streams[attr] = Path(val)
+        ip6 = tuple(_parse_cidr6("--ip6", t) for t in (getattr(args, "ip6", None) or ()))
+        gw6 = getattr(args, "gateway6", None)
+        gateway6 = None if gw6 is None else _parse_addr6("--gateway6", gw6)
+        iid = getattr(args, "ip6_iid", None) or "eui64"
         neighbors = tuple(_parse_neighbor(t) for t in (getattr(args, "neighbor", None) or ()))
         offload = getattr(args, "offload", None) or "auto"
         return cls(netns=netns, bridge=bridge, peer_ip=peer_ip, ip=ip, gateway=gateway,
@@ -292,7 +380,9 @@ class LinkOptions:
                    dhcp=bool(getattr(args, "dhcp", False)), vlan=vlan,
                    passt=streams["passt"], qemu_stream=streams["qemu_stream"],
                    neighbors=neighbors,
-                   offload=offload)
+                   offload=offload, ip6=ip6, slaac=bool(getattr(args, "slaac", False)),
+                   gateway6=gateway6, dad=not getattr(args, "no_dad", False),
+                   ip6_iid=iid)
 
     def to_argv(self) -> list[str]:
         """The command-line arguments that give these options back."""
@@ -306,6 +396,16 @@ class LinkOptions:
                 argv += [opt, str(val)]
         if self.dhcp:
             argv.append("--dhcp")
+        for a in self.ip6:
+            argv += ["--ip6", str(a)]
+        if self.slaac:
+            argv.append("--slaac")
+        if self.gateway6 is not None:
+            argv += ["--gateway6", str(self.gateway6)]
+        if not self.dad:
+            argv.append("--no-dad")
+        if self.ip6_iid != "eui64":
+            argv += ["--ip6-iid", self.ip6_iid]
         if self.offload != "auto":
             argv += ["--offload", self.offload]
         argv += ["--mac", format_mac(self.mac), "--mtu", str(self.mtu)]
@@ -346,6 +446,18 @@ def add_link_options(parser: argparse.ArgumentParser) -> None:
                    help="get our address by DHCP (and, for ls/discover without a target, "
                         "the target from the root path, option 17, and the initiator "
                         "name from option 203)")
+    g.add_argument("--ip6", metavar="ADDR/PREFIX", action="append",
+                   help="our own IPv6 address (repeatable; its prefix is on-link)")
+    g.add_argument("--slaac", action="store_true",
+                   help="IPv6 addresses from Router Advertisements (RFC 4862 SLAAC; "
+                        "the advertising router becomes the default router)")
+    g.add_argument("--gateway6", metavar="ADDR",
+                   help="our IPv6 default router (link-local or inside an --ip6 network)")
+    g.add_argument("--no-dad", action="store_true",
+                   help="skip IPv6 Duplicate Address Detection (RFC 4862 §5.4)")
+    g.add_argument("--ip6-iid", metavar="|".join(IID_MODES),
+                   help="IPv6 interface identifier: eui64 (from the MAC, default), "
+                        "stable (RFC 7217), random")
     g.add_argument("--vlan", metavar="ID", help="802.1Q VLAN ID to tag frames with and "
                    "accept (1..4094)")
     g.add_argument("--passt", metavar="SOCKET", help="rootless link: connect to passt's "

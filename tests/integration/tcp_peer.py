@@ -73,12 +73,18 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=5001)
     ap.add_argument("--rcvbuf", type=int, default=0)
+    ap.add_argument("--bind", default="0.0.0.0", help="address (IPv6 too, e.g. ::)")
     args = ap.parse_args()
-    with Server(("0.0.0.0", args.port), Handler) as srv:
+    server: type[Server] = Server6 if ":" in args.bind else Server
+    with server((args.bind, args.port), Handler) as srv:
         srv.serve_forever()
 
 
