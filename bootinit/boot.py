@@ -221,7 +221,8 @@ def resolve_source(args: argparse.Namespace) -> BootSource:
         state = _lab_state(args.lab)
         for opt, value in (("netns", state["netns"]), ("bridge", state["bridge"]),
                            ("ip", state["client_ip"])):
-            if getattr(args, opt) is None and args.tap is None:
+            if getattr(args, opt) is None and args.tap is None and not (
+                    opt == "ip" and args.dhcp):
                 setattr(args, opt, value)
         mutual = state.get("mutual_chap")
         if mutual and args.target_user is None and args.target_secret is None:
