@@ -105,8 +105,8 @@ class Context:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         if args.ip is None and not args.dhcp and not args.ip6 and not args.slaac:
-            raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX, --dhcp, "
-                           "--ip6 ADDR/PREFIX or --slaac")
+            raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX or --dhcp "
+                           "(IPv6: --ip6 ADDR/PREFIX or --slaac)")
         self.link_opts = opts = LinkOptions.from_args(args)
         self.loop = Loop()
         self.link = open_link(opts, self.loop.time)
