@@ -21,6 +21,7 @@ import pytest
 from bootinit.iscsi.chap import ChapAlgorithm, ChapCredentials, Secret, chap_response
 from bootinit.iscsi.errors import (
     AuthenticationError,
+    DataSegmentTooLong,
     IscsiError,
     KeyFormatError,
     ProtocolError,
@@ -458,16 +459,25 @@ def test_chap_scripted_target_logs_in() -> None:
     assert h2.session.ready
 
 
-@pytest.mark.parametrize("size", [4000, 20000])
-def test_absurd_chap_challenge_is_refused(size: int) -> None:
-    h = _login_session(_chap_target(b"\x42" * size), chap=ONE_WAY)
+def test_absurd_chap_challenge_is_refused_at_once() -> None:
+    # 4000 bytes fit a login PDU but not the 1024-byte CHAP bound: refused, not retried
+    h = _login_session(_chap_target(b"\x42" * 4000), chap=ONE_WAY)
     s = h.session
-    assert s.state is SessionState.FAILED
-    assert isinstance(s.error, SessionFailed)
-    # 4000 bytes decode to more than the 1024-byte bound; 20000 bytes of hex are beyond
-    # the 8192-byte value limit, or beyond the login's MaxRecvDataSegmentLength
-    assert isinstance(s.error.cause, AuthenticationError | KeyFormatError | IscsiError)
+    assert s.state is SessionState.FAILED and isinstance(s.error, SessionFailed)
+    assert isinstance(s.error.cause, KeyFormatError) and "CHAP_C" in str(s.error)
+    assert s.counters.get("login", "attempts") == 1
     assert "alice-secret-1" not in str(s.error)
+
+
+def test_chap_challenge_beyond_the_login_pdu_limit_is_bounded() -> None:
+    # 20000 bytes: the PDU is beyond MaxRecvDataSegmentLength (8192 during login); the
+    # stream is dropped (nothing of it buffered) and retried until the login deadline
+    h = _login_session(_chap_target(b"\x42" * 20000), chap=ONE_WAY)
+    s = h.session
+    assert s.state is SessionState.FAILED and isinstance(s.error, SessionFailed)
+    assert isinstance(s.error.cause, DataSegmentTooLong)
+    assert h.now - 1000.0 <= 20.0 + 1.0  # the initial login deadline
+    assert 1 < s.counters.get("login", "attempts") < 20
 
 
 def test_chap_algorithm_we_did_not_offer_is_refused() -> None:
