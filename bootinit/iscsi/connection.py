@@ -140,6 +140,12 @@ class IscsiConnection:
                 s.receive(chunk, now)         # once, from the frame to its buffer
                 if conn is not self.conn:
                     break
+            act = s.transport_action()
+            if act is not None and act[0] != "connect":
+                # The session is done with this connection (a login redirection): drop
+                # it now, so that the target closing its end too (in the same batch) is
+                # not taken for a failed login to the old portal.
+                self.service(now)
         if conn is self.conn and (conn.error is not None or conn.closed or conn.eof):
             reason = conn.error.reason if conn.error is not None else (
                 "closed by the target" if self._made else "closed")
