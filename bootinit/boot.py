@@ -54,7 +54,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -235,9 +235,12 @@ def resolve_source(args: argparse.Namespace) -> BootSource:
         src = source_from_table(config, origin)
         nic = src.nic
         if nic is not None:
-            if args.ip is None and nic.address is not None and not nic.dhcp:
-                if not isinstance(nic.address, IPv4Interface):
-                    raise BootError(f"{origin}: NIC address {nic.address} is not IPv4")
+            if isinstance(nic.address, IPv6Interface) and not nic.dhcp:
+                if args.ip is None and not args.ip6:  # an IPv6 NIC: --ip6 (and --gateway6)
+                    args.ip6 = [str(nic.address)]
+                    if args.gateway6 is None and isinstance(nic.gateway, IPv6Address):
+                        args.gateway6 = str(nic.gateway)
+            elif args.ip is None and nic.address is not None and not nic.dhcp:
                 args.ip = str(nic.address)
             if args.gateway is None and nic.gateway is not None and args.ip == str(
                     nic.address):
@@ -279,7 +282,8 @@ def _chap_to_table(chap: IscsiChap | None) -> tuple[ChapCredentials | None,
 
 
 def guest_config(initiator_name: str, target: TargetSpec, chap: IscsiChap | None,
-                 address: IPv4Interface, gateway: IPv4Address | None, mac: bytes,
+                 address: IPv4Interface | IPv6Interface,
+                 gateway: IPv4Address | IPv6Address | None, mac: bytes,
                  vlan: int = 0, dhcp: bool = False, template: NicConfig | None = None,
                  dhcp_server: IPv4Address | None = None,
                  second: tuple[TargetSpec, IscsiChap | None] | None = None) -> BootConfig:
@@ -751,18 +755,44 @@ def _guest_boot_config(ctx: Context, source: BootSource, spec: TargetSpec,
     opts = ctx.link_opts
     lease = ctx.lease
     template = source.nic
+    address: IPv4Interface | IPv6Interface | None
+    gateway: IPv4Address | IPv6Address | None
     if lease is not None:
         template = nic_from_lease(lease, opts.mac, opts.vlan)
         address, gateway = lease.address, lease.gateway
     else:
-        if opts.ip is None:
-            raise BootError("no address for bootinit's stack (give --ip or --dhcp)")
         address, gateway = opts.ip, opts.gateway
+        v6 = _ipv6_nic(ctx, spec)
+        if v6 is not None:
+            address, gateway = v6
+        if address is None:
+            raise BootError("no address for bootinit's stack (give --ip, --ip6 or --dhcp)")
     return guest_config(ctx.initiator.initiator_name, spec, chap, address, gateway,
                         opts.mac, vlan=opts.vlan or 0, dhcp=lease is not None,
                         template=template,
                         dhcp_server=lease.server_id if lease is not None else None,
                         second=second)
+
+
+def _ipv6_nic(ctx: Context, spec: TargetSpec) -> tuple[IPv6Interface, IPv6Address | None] | None:
+    """The IPv6 address (with prefix) and default router the stack reaches the target
+    with, for the guest's iBFT NIC — when the target is an IPv6 address, or there is no
+    IPv4 address; None otherwise."""
+    ip6 = ctx.stack.iface.ip6
+    if ip6 is None:
+        return None
+    try:
+        host = ip_address(spec.host)
+    except ValueError:
+        host = None
+    if (host is not None and host.version == 4) or (host is None and ctx.link_opts.ip):
+        return None
+    src = ip6.select_source(host.packed) if host is not None else ip6.primary
+    for a in ip6.addresses:
+        if src is not None and a.ip == src:
+            router = ip6.default_router
+            return a.interface, IPv6Address(router) if router is not None else None
+    return None
 
 
 def _url(spec: TargetSpec) -> str:
