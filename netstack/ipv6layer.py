@@ -21,6 +21,13 @@
   well-formed options, not fragmented (RFC 6980 §5), and the per-type checks of §7.1.1,
   §7.1.2, §6.1.2 (RA from a link-local source); hosts ignore Router Solicitations
   (§6.2.6) and — a simplification — Redirects (counted);
+- joins its groups with MLDv2 (RFC 3810; RFC 4861 §7.2.1 asks for MLD so that
+  snooping switches forward the solicited-node groups to us): a State Change Report
+  (CHANGE_TO_EXCLUDE / CHANGE_TO_INCLUDE records) when the set changes, sent twice
+  (Robustness Variable 2, the second after ``mld_interval``), and a Current State
+  Report (MODE_IS_EXCLUDE for every group) answering each Query; all-nodes is never
+  reported (§6). Reports go to ff02::16 with hop limit 1 and a Router Alert option,
+  from the link-local address (or ``::`` before it passed DAD, §5.2.13);
 - sends: source address selection (RFC 6724, simplified), next hop (§5.2: link-local
   and on-link prefixes are direct, the rest goes to the default router), multicast
   to 33:33 + the group's low 32 bits (RFC 2464 §7), address resolution through the
@@ -34,13 +41,15 @@ reason, fragment counters as IPv4's, ``no_route``, ``no_source``, ``too_big``,
 ``unknown_protocol``, ``multicast_tcp``), ``icmp6`` (``in``, ``bad_checksum``, ``short``,
 ``echo_in``, ``echo_out``, ``echo_reply_in``, ``echo_request_out``, ``ns_in``, ``na_in``,
 ``ra_in``, ``na_out``, ``ns_out``, ``rs_out``, ``bad_hop_limit``, ``bad_ns``, ``bad_na``,
-``bad_ra``, ``nd_fragmented``, ``ns_not_ours``, ``rs_ignored``, ``redirect_in``, one
+``bad_ra``, ``nd_fragmented``, ``ns_not_ours``, ``rs_ignored``, ``redirect_in``,
+``mld_query_in``, ``mld_reports_out``, ``bad_mld``, one
 ``<type>_in`` per other type) and ``nd`` (:mod:`netstack.nd`, :mod:`netstack.addrconf`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import random
 import struct
 from collections import deque
@@ -86,6 +95,16 @@ PROTO_TCP = 6
 PROTO_UDP = 17
 _HDR = struct.Struct("!IHBB16s16s")
 _ND_TYPES = (ROUTER_SOLICIT, ROUTER_ADVERT, NEIGHBOR_SOLICIT, NEIGHBOR_ADVERT, REDIRECT)
+MLD_QUERY = 130
+MLDV2_REPORT = 143
+#: ff02::16, all MLDv2-capable routers (RFC 3810 §5.2.14).
+ALL_MLDV2_ROUTERS = ipaddress.IPv6Address("ff02::16").packed
+#: Hop-by-Hop header: next header ICMPv6, Router Alert "MLD" (RFC 2711), PadN.
+_HBH_ROUTER_ALERT = bytes((PROTO_ICMPV6, 0, 5, 2, 0, 0, 1, 0))
+#: MLDv2 record types (RFC 3810 §5.2.12).
+MODE_IS_EXCLUDE = 2
+CHANGE_TO_INCLUDE = 3
+CHANGE_TO_EXCLUDE = 4
 
 #: ``(proto, src, dst, payload, multicast)`` of a packet for the transports.
 Delivery = tuple[int, bytes, bytes, memoryview, bool]
@@ -128,6 +147,12 @@ class Ipv6Layer:
         self._route_dst = b""
         self._route_nh: bytes | None = None
         self._route_ok = False
+        self._now = 0.0
+        #: Seconds between the two copies of a State Change Report (RFC 3810 §9.11).
+        self.mld_interval = 1.0
+        self._reported: frozenset[bytes] = frozenset()
+        self._mld_repeat: list[tuple[int, bytes]] = []
+        self._mld_repeat_at = math.inf
         for name in ("in", "out", "delivered", "not_for_us", "no_route", "too_big"):
             self._c[name] += 0
         for name in ("in", "echo_in", "echo_out", "bad_checksum", "ns_in", "na_in",
@@ -138,6 +163,7 @@ class Ipv6Layer:
     # ----------------------------------------------------------------- state
     def start(self, now: float) -> None:
         """Form the link-local address, start DAD of every address, schedule RS."""
+        self._now = now
         self.addrconf.start(now)
 
     @property
@@ -185,6 +211,7 @@ class Ipv6Layer:
         groups.update(solicited_node(a.ip) for a in ac.addrs
                       if a.state is not AddrState.DUPLICATE)
         self._groups = frozenset(groups)
+        self._mld_change(self._groups - {ALL_NODES})
         eth_groups = self.eth.groups
         for g in list(eth_groups):
             if g[:2] == b"\x33\x33":
@@ -199,11 +226,51 @@ class Ipv6Layer:
         if self._on_change is not None:
             self._on_change()
 
+    # ------------------------------------------------------------------- MLD
+    def _mld_change(self, groups: frozenset[bytes]) -> None:
+        """Report joined and left groups (RFC 3810 §6.1), again after ``mld_interval``."""
+        joined, left = groups - self._reported, self._reported - groups
+        if not joined and not left:
+            return
+        self._reported = groups
+        records = [(CHANGE_TO_EXCLUDE, g) for g in sorted(joined)]
+        records += [(CHANGE_TO_INCLUDE, g) for g in sorted(left)]
+        self._send_mld_report(records)
+        self._mld_repeat = records
+        self._mld_repeat_at = self._now + self.mld_interval
+
+    def _send_mld_report(self, records: list[tuple[int, bytes]]) -> None:
+        if not records:
+            return
+        ll = self.addrconf.link_local()
+        src = UNSPECIFIED if ll is None else ll.ip
+        body = struct.pack("!HH", 0, len(records)) + b"".join(
+            struct.pack("!BBH", kind, 0, 0) + group for kind, group in records)
+        msg = icmpv6.build(src, ALL_MLDV2_ROUTERS, MLDV2_REPORT, 0, body)
+        payload = _HBH_ROUTER_ALERT + msg
+        self._ci["mld_reports_out"] += 1
+        self._c["out"] += 1
+        self._out.append(self.eth.header(multicast_mac(ALL_MLDV2_ROUTERS), ETHERTYPE_IPV6)
+                         + build_header(src, ALL_MLDV2_ROUTERS, 0, len(payload), 1)
+                         + payload)
+
+    def _mld_query(self, src: bytes, msg: memoryview) -> None:
+        """A Multicast Listener Query (RFC 3810 §5.1): answer with the current state of
+        our groups (general query) or of the one asked about (if it is ours)."""
+        if len(msg) < 24 or not is_link_local(src):
+            self._ci["bad_mld"] += 1  # §5.1.14: queries come from link-local addresses
+            return
+        self._ci["mld_query_in"] += 1
+        group = bytes(msg[8:24])
+        groups = self._reported if group == UNSPECIFIED else self._reported & {group}
+        self._send_mld_report([(MODE_IS_EXCLUDE, g) for g in sorted(groups)])
+
     # --------------------------------------------------------------- receive
     def receive(self, pkt: memoryview, link_group: bool, now: float) -> Delivery | None:
         """Validate one packet; ICMPv6 is handled here, TCP/UDP returned as
         ``(proto, src, dst, payload, multicast)``; everything else counted, None."""
         c = self._c
+        self._now = now
         c["in"] += 1
         n = len(pkt)
         if n < IPV6_HLEN:
@@ -306,6 +373,8 @@ class Ipv6Layer:
                 ci["rs_ignored"] += 1  # hosts do (RFC 4861 §6.2.6 is for routers)
             else:
                 ci["redirect_in"] += 1  # not followed: the default router stays
+        elif t == MLD_QUERY:
+            self._mld_query(src, msg)
         else:
             ci[icmpv6.NAMES.get(t, f"type{t}") + "_in"] += 1
 
@@ -485,13 +554,18 @@ class Ipv6Layer:
         """The earliest of neighbour cache, address configuration and reassembly."""
         best: float | None = None
         for t in (self.nc.next_deadline(), self.addrconf.next_deadline(),
-                  self.reassembler.next_deadline()):
+                  self.reassembler.next_deadline(),
+                  None if self._mld_repeat_at == math.inf else self._mld_repeat_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
 
     def on_deadline(self, now: float) -> None:
         """Fire due timers."""
+        self._now = now
+        if self._mld_repeat_at <= now:
+            self._mld_repeat_at = math.inf
+            self._send_mld_report(self._mld_repeat)
         self.nc.on_deadline(now)
         self.addrconf.on_deadline(now)
         self.reassembler.on_deadline(now)

@@ -15,6 +15,8 @@ from scapy.layers.inet6 import (
 from scapy.layers.inet6 import (
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
+    ICMPv6MLQuery2,
+    ICMPv6MLReport2,
     ICMPv6ND_NA,
     ICMPv6ND_NS,
     ICMPv6ND_RA,
@@ -74,14 +76,16 @@ def make(cfg: Ipv6Config | None = None, mtu: int = 1500) -> Interface:
     return iface
 
 
-def frames6(iface: Interface, now: float) -> list[Ether]:
-    """Our IPv6 frames (the gratuitous ARPs of the IPv4 side left out)."""
-    return [p for p in (Ether(f) for f in iface.frames_to_send(now)) if IPv6 in p]
+def frames6(iface: Interface, now: float, mld: bool = False) -> list[Ether]:
+    """Our IPv6 frames (the gratuitous ARPs of the IPv4 side left out; MLD reports too
+    unless ``mld``)."""
+    return [p for p in (Ether(f) for f in iface.frames_to_send(now))
+            if IPv6 in p and (mld or ICMPv6MLReport2 not in p)]
 
 
 def run(iface: Interface, start: float, end: float) -> list[tuple[float, Ether]]:
     """Fire every deadline in [start, end]; the frames with the time they left."""
-    got: list[tuple[float, Ether]] = [(start, f) for f in frames6(iface, start)]
+    got: list[tuple[float, Ether]] = [(start, f) for f in frames6(iface, start, True)]
     now = start
     while True:
         t = iface.next_deadline()
@@ -89,7 +93,7 @@ def run(iface: Interface, start: float, end: float) -> list[tuple[float, Ether]]
             break
         now = max(now, t)
         iface.on_deadline(now)
-        got += [(now, f) for f in frames6(iface, now)]
+        got += [(now, f) for f in frames6(iface, now, True)]
     return got
 
 
@@ -593,3 +597,29 @@ def test_icmpv6_codec_roundtrip() -> None:
     assert sc[ICMPv6NDOptMTU].mtu == 1400
     assert icmpv6.parse_ra(memoryview(msg[:10])) is None
     assert NdConfig().max_multicast_solicit == 3
+
+
+# --------------------------------------------------------------------- MLD
+def test_mld_reports_our_groups_and_answers_queries() -> None:
+    iface = make(_dad_cfg())
+    (rep,) = frames6(iface, 0.0, mld=True)  # at start: join, before any DAD probe
+    assert rep.dst == "33:33:00:00:00:16" and rep[IPv6].dst == "ff02::16"
+    assert rep[IPv6].hlim == 1 and rep[IPv6].src == "::"  # no link-local address yet
+    assert rep[IPv6ExtHdrHopByHop].options[0].otype == 5  # Router Alert (RFC 2711)
+    recs = {(r.rtype, r.dst) for r in rep[ICMPv6MLReport2].records}
+    assert recs == {(4, "ff02::1:ff00:2")}  # CHANGE_TO_EXCLUDE; all-nodes never reported
+    chk = rep[IPv6].copy()
+    del chk[ICMPv6MLReport2].cksum
+    assert IPv6(bytes(chk))[ICMPv6MLReport2].cksum == rep[ICMPv6MLReport2].cksum
+    sent = run(iface, 0.0, 3.0)
+    reports = [f for _, f in sent if ICMPv6MLReport2 in f]
+    assert [r[ICMPv6MLReport2].records_number for r in reports] == [1]  # the repeat
+    # A general query (from a link-local router) is answered with the current state.
+    q = Ether(src=RTR_MAC, dst="33:33:00:00:00:01") / IPv6(
+        src=RTR_LL, dst="ff02::1", hlim=1) / IPv6ExtHdrHopByHop(
+        options=[]) / ICMPv6MLQuery2()
+    feed(iface, q, 4.0)
+    (ans,) = frames6(iface, 4.0, mld=True)
+    assert ans[IPv6].src == OUR_LL
+    assert {(r.rtype, r.dst) for r in ans[ICMPv6MLReport2].records} == {(2, "ff02::1:ff00:2")}
+    assert c6(iface)["icmp6"]["mld_query_in"] == 1
