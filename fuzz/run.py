@@ -82,8 +82,9 @@ def child_atheris(name: str, seconds: float, timeout: float, rss_mb: int, work: 
 
     args = [sys.argv[0], f"-max_total_time={max(1, int(seconds))}", f"-timeout={int(timeout)}",
             f"-rss_limit_mb={rss_mb}", f"-max_len={max_len}",
-            f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1",
-            str(work), str(CORPUS / name)]
+            f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1", str(work)]
+    if (CORPUS / name).is_dir():
+        args.append(str(CORPUS / name))
     atheris.Setup(args, one)
     atheris.Fuzz()
 
@@ -96,7 +97,7 @@ def child_plain(name: str, seconds: float, seed: int) -> None:
 
     fn = targets.TARGETS[name]
     rng = random.Random(seed)
-    seeds = [p.read_bytes() for p in sorted((CORPUS / name).glob("*"))] or [b""]
+    seeds = [p.read_bytes() for p in sorted((CORPUS / name).glob("*"))] or [b"", b"seed"]
     end = time.monotonic() + seconds
     n = 0
     while time.monotonic() < end:

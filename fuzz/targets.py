@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import random
 import struct
 from collections.abc import Callable
@@ -593,6 +594,17 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 }
 """Every fuzz target by name (``fuzz/corpus/<name>/`` holds its seeds)."""
 
+
+
+def _selftest(data: bytes) -> None:
+    """A target that is always wrong (FUZZ_SELFTEST=1): proves the runner reports bugs."""
+    if len(data) >= 2:
+        raise RuntimeError("fuzz self-test: a planted bug")
+
+
+if os.environ.get("FUZZ_SELFTEST"):
+    TARGETS["selftest"] = _selftest
+
 #: Modules each target exercises (what atheris instruments for coverage).
 INSTRUMENT: dict[str, tuple[str, ...]] = {
     "pdu_parser": ("bootinit.iscsi.parser", "bootinit.iscsi.pdu", "bootinit.iscsi.digest"),
@@ -608,4 +620,5 @@ INSTRUMENT: dict[str, tuple[str, ...]] = {
              "firmware_tables.ibft.sysfs", "firmware_tables.config",
              "firmware_tables.ibft.find"),
     "nbd": ("bootinit.nbd",),
+    "selftest": (),
 }
