@@ -136,10 +136,20 @@ def build_from_capture(pcap: Path, digests: bool, out: Path, max_size: int) -> N
                 _write(out / "login", f"{name}-{what}", bytes([mode | dig]) + bytes(logins))
         if after and not digests:
             _write(out / "session", name, bytes([7]) + after[:max_size // 4])
-    # frames the peer sent, and its segments as records for the live connection
+    # frames the peer sent, and its segments as records for the live connection; the
+    # capture's MAC addresses are rewritten to the fuzz rig's (fuzz.targets.FrameRig)
+    from fuzz.targets import OUR_MAC, PEER_MAC
+
+    macs: dict[bytes, bytes] = {}
+    for frame in read_frames(pcap):
+        seg = tcp_of(frame)
+        if seg is not None:
+            macs[frame[6:12]] = PEER_MAC if seg.sport == 3260 else OUR_MAC
     recs_raw = bytearray()
     recs_tcp = bytearray()
     for frame in read_frames(pcap):
+        for old_mac, new_mac in macs.items():
+            frame = frame.replace(old_mac, new_mac)
         seg = tcp_of(frame)
         if seg is None or seg.sport != 3260:
             if frame[12:14] == b"\x08\x06" and len(recs_raw) < max_size:
