@@ -265,3 +265,21 @@ def test_ipv6_literal_errors(make_topology: Callable[..., Topology]) -> None:
             stack.connect("fd00::zz", PORT)
         conn = stack.connect("fe80::1%eth0", 9)  # zone ignored, link-local source
         assert conn.local_ip == ipaddress.IPv6Address(our_ll(topo)).packed
+
+
+def test_mld_reports_reach_a_snooping_bridge(
+        make_topology: Callable[..., Topology]) -> None:
+    """The TAP on a Linux bridge (MLD snooping on by default): the bridge's multicast
+    database shows our port as a listener of our solicited-node group — the kernel
+    parsed our MLDv2 reports — and the kernel resolves and pings us through it."""
+    topo = make_topology(bridge=True, peer_ip6=PEER6)
+    assert topo.tap is not None
+    with v6_stack(topo, static()) as stack:
+        stack.wait_ipv6(10)
+        stack.loop.run_for(0.3)
+        mdb = topo.run(["bridge", "mdb", "show", "dev", "br0"]).stdout
+        assert f"port {topo.tap.name} grp ff02::1:ff00:2" in mdb, mdb
+        cp = in_thread(stack, lambda: topo.run(["ping", "-6", "-c", "2", "-i", "0.2", "-W",
+                                                "2", "fd00::2"], check=False))
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert stack.counters_dict()["icmp6"]["mld_reports_out"] >= 1
