@@ -11,7 +11,8 @@ modules it exercises are instrumented (:data:`fuzz.targets.INSTRUMENT`), its see
 from ``fuzz/corpus/NAME/`` (read only; new inputs go to a scratch directory), and
 libFuzzer stops it after ``--seconds``. A crash (any exception escaping the target: see
 :mod:`fuzz.targets`), a hang (one input running longer than ``--timeout`` seconds) or
-memory beyond ``--rss-limit-mb`` fails the target; its input is saved under
+memory beyond ``--rss-limit-mb`` (RSS, and the address space: a runaway allocation is a
+``MemoryError``) fails the target; its input is saved under
 ``--artifacts`` (default: a temporary directory, printed). The exit status is 0 when
 every target ran clean, 1 otherwise.
 
@@ -57,6 +58,16 @@ class Outcome:
 
 def _quiet() -> None:
     logging.disable(logging.CRITICAL)
+
+
+def _limit_memory(mb: int) -> None:
+    """Cap the child's address space: an input that makes the code under test allocate
+    without bound gets a MemoryError (reported as a crash with its input) instead of
+    slowly eating the machine."""
+    import resource
+
+    limit = mb << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def child_atheris(name: str, seconds: float, timeout: float, rss_mb: int, work: Path,
@@ -187,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="per target (default 20)")
     ap.add_argument("--timeout", type=float, default=10.0,
                     help="one input running longer is a hang (default 10 s)")
-    ap.add_argument("--rss-limit-mb", type=int, default=1536)
+    ap.add_argument("--rss-limit-mb", type=int, default=1024,
+                    help="memory limit of each fuzzer process (RSS and address space)")
     ap.add_argument("--max-len", type=int, default=65536)
     ap.add_argument("--artifacts", type=Path, default=None,
                     help="where crashing inputs are saved (default: a temporary directory)")
@@ -199,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.child:
+        _limit_memory(args.rss_limit_mb)
         if args.engine == "atheris":
             child_atheris(args.child, args.seconds, args.timeout, args.rss_limit_mb, args.work,
                           args.artifacts, args.max_len)

@@ -602,8 +602,15 @@ def _selftest(data: bytes) -> None:
         raise RuntimeError("fuzz self-test: a planted bug")
 
 
+def _selftest_alloc(data: bytes) -> None:
+    """Always allocates without bound (FUZZ_SELFTEST=1): the runner's memory cap."""
+    if len(data) >= 2:
+        bytearray(8 << 30)
+
+
 if os.environ.get("FUZZ_SELFTEST"):
     TARGETS["selftest"] = _selftest
+    TARGETS["selftest_alloc"] = _selftest_alloc
 
 #: Modules each target exercises (what atheris instruments for coverage).
 INSTRUMENT: dict[str, tuple[str, ...]] = {
@@ -621,4 +628,5 @@ INSTRUMENT: dict[str, tuple[str, ...]] = {
              "firmware_tables.ibft.find"),
     "nbd": ("bootinit.nbd",),
     "selftest": (),
+    "selftest_alloc": (),
 }

@@ -37,15 +37,18 @@ def test_every_fuzz_target_runs_clean(tmp_path: Path) -> None:
 
 @pytest.mark.fuzz
 @pytest.mark.parametrize("engine", ["atheris", "plain"])
-def test_the_runner_reports_a_planted_bug(tmp_path: Path, engine: str) -> None:
+@pytest.mark.parametrize("target,says", [("selftest", "a planted bug"),
+                                         ("selftest_alloc", "MemoryError")])
+def test_the_runner_reports_a_planted_bug(tmp_path: Path, engine: str, target: str,
+                                          says: str) -> None:
     if engine == "atheris":
         pytest.importorskip("atheris")
     env = {**os.environ, "FUZZ_SELFTEST": "1"}
     cp = subprocess.run([sys.executable, "-m", "fuzz.run", "--seconds", "5", "--engine",
-                         engine, "--artifacts", str(tmp_path), "selftest"], cwd=ROOT, env=env,
+                         engine, "--artifacts", str(tmp_path), target], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=120)
     assert cp.returncode == 1, cp.stdout + cp.stderr
-    assert "selftest" in cp.stdout and "FAILED" in cp.stdout
-    assert "a planted bug" in cp.stdout
+    assert target in cp.stdout and "FAILED" in cp.stdout
+    assert says in cp.stdout
     if engine == "atheris":
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("selftest-crash-")]
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f"{target}-crash-")]
