@@ -418,11 +418,13 @@ class Ipv6Layer:
             self.nc.learn(src, opts.slla, now)
         # RFC 4861 §7.2.4: solicited NA with our link-layer address and Override; a DAD
         # probe (unspecified source) is answered to all-nodes with S clear.
+        # The soliciting node is on this link (hop limit 255): answered directly, not
+        # through a router, whatever our prefixes say (§7.2.4).
         to = ALL_NODES if unspec else src
         body = icmpv6.build_na(target, self.mac, solicited=not unspec, override=True)
         ci["na_out"] += 1
         self.send(to, PROTO_ICMPV6, icmpv6.build(target, to, NEIGHBOR_ADVERT, 0, body),
-                  now, src=target, hop_limit=255)
+                  now, src=target, hop_limit=255, on_link=True)
 
     def _na_in(self, dst: bytes, msg: memoryview, mcast: bool, now: float) -> None:
         ci = self._ci
@@ -464,8 +466,9 @@ class Ipv6Layer:
 
     def send(self, dst: bytes, proto: int, payload: BytesLike, now: float, *,
              src: bytes | None = None, hop_limit: int | None = None,
-             allow_fragments: bool = False) -> None:
-        """Send one packet (``src``: default by source selection). Failures are counted."""
+             allow_fragments: bool = False, on_link: bool = False) -> None:
+        """Send one packet (``src``: default by source selection; ``on_link``: ``dst``
+        is a neighbour whatever the prefixes say). Failures are counted."""
         c = self._c
         if src is None:
             src = self.addrconf.select_source(dst)
@@ -488,7 +491,7 @@ class Ipv6Layer:
             eh: bytes | None = self.eth.header(multicast_mac(dst), ETHERTYPE_IPV6)
             nh = dst
         else:
-            nh_ = self.next_hop(dst)
+            nh_ = dst if on_link else self.next_hop(dst)
             if nh_ is None:
                 c["no_route"] += 1
                 return

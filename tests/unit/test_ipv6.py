@@ -623,3 +623,12 @@ def test_mld_reports_our_groups_and_answers_queries() -> None:
     assert ans[IPv6].src == OUR_LL
     assert {(r.rtype, r.dst) for r in ans[ICMPv6MLReport2].records} == {(2, "ff02::1:ff00:2")}
     assert c6(iface)["icmp6"]["mld_query_in"] == 1
+
+
+def test_ns_from_an_address_outside_our_prefixes_answered_directly() -> None:
+    iface = make()
+    feed(iface, from_peer(ICMPv6ND_NS(tgt=OUR6) / ICMPv6NDOptSrcLLAddr(lladdr=PEER_MAC),
+                          src="2001:db8::99", dst="ff02::1:ff00:2", hlim=255,
+                          eth_dst="33:33:ff:00:00:02"), 1.0)
+    (na,) = frames6(iface, 1.0)
+    assert na.dst == PEER_MAC and na[IPv6].dst == "2001:db8::99"
