@@ -38,6 +38,7 @@ from scapy.packet import Raw
 
 from netstack import icmpv6
 from netstack.addrconf import AddrState, Ipv6Config
+from netstack.checksum import transport_checksum
 from netstack.interface import Interface, InterfaceConfig
 from netstack.ipv6 import (
     eui64_iid,
@@ -632,3 +633,68 @@ def test_ns_from_an_address_outside_our_prefixes_answered_directly() -> None:
                           eth_dst="33:33:ff:00:00:02"), 1.0)
     (na,) = frames6(iface, 1.0)
     assert na.dst == PEER_MAC and na[IPv6].dst == "2001:db8::99"
+
+
+# ---------------------------------------------------------------- robustness
+def _seeds() -> list[bytes]:
+    ns = from_peer(ICMPv6ND_NS(tgt=OUR6) / ICMPv6NDOptSrcLLAddr(lladdr=PEER_MAC),
+                   dst="ff02::1:ff00:2", hlim=255, eth_dst="33:33:ff:00:00:02")
+    frags = fragment6(IPv6(src=PEER6, dst=OUR6) / IPv6ExtHdrFragment(id=9) /
+                      ICMPv6EchoRequest(data=b"z" * 3000), 1280)
+    return [bytes(p) for p in (
+        ns, _ra(), from_peer(ICMPv6EchoRequest(id=1, data=b"abc")),
+        from_peer(ICMPv6ND_NA(tgt=PEER6, S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=PEER_MAC),
+                  hlim=255),
+        from_peer(IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / UDP(dport=5000) / b"x"),
+        from_peer(TCP(dport=3260, flags="S")),
+        *(Ether(src=PEER_MAC, dst=OUR_MAC) / f for f in frags))]
+
+
+def _fix_icmpv6_checksum(frame: bytearray) -> None:
+    """Make a mangled ICMPv6 message's checksum right again, so that the mangling reaches
+    the ND/echo parsers instead of stopping at the checksum."""
+    if len(frame) < 58 or frame[12:14] != b"\x86\xdd" or frame[20] != 58:
+        return
+    plen = int.from_bytes(frame[18:20], "big")
+    end = 54 + plen
+    if end > len(frame) or plen < 4:
+        return
+    frame[56:58] = b"\0\0"
+    ck = transport_checksum(bytes(frame[22:38]), bytes(frame[38:54]), 58,
+                            bytes(frame[54:end]))
+    frame[56:58] = ck.to_bytes(2, "big")
+
+
+def test_mutated_frames_never_raise() -> None:
+    """strict=True re-raises internal errors: every mangled frame must be counted and
+    dropped (or handled), never crash the interface."""
+    rng = random.Random(2026)
+    iface = _slaac()
+    iface.udp.bind(5000, lambda d, now: None)
+    seeds = _seeds()
+    now = 1.0
+    for i in range(4000):
+        frame = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 6)):
+            what = rng.random()
+            if what < 0.6 and len(frame) > 14:
+                pos = rng.randrange(14, len(frame))
+                frame[pos] = rng.randrange(256)
+            elif what < 0.8:
+                del frame[rng.randrange(14, max(15, len(frame))):]
+            else:
+                frame += rng.randbytes(rng.randrange(1, 40))
+        if rng.random() < 0.7:
+            _fix_icmpv6_checksum(frame)
+        now += 0.01
+        iface.receive_frame(bytes(frame), now)
+        if i % 50 == 0:
+            run(iface, now, now + 0.5)
+            now += 0.5
+        iface.frames_to_send(now)
+    assert iface.last_error is None
+    c = c6(iface)
+    assert c["ip6"]["in"] > 3000
+    # The mangling reached the ND parsers, not only the checksum.
+    assert c["icmp6"]["ns_in"] + c["icmp6"]["na_in"] + c["icmp6"]["ra_in"] > 100
+    assert c["icmp6"].get("bad_ns", 0) + c["icmp6"].get("bad_ra", 0) > 10
