@@ -402,13 +402,13 @@ def test_bootsector_boots_over_two_paths(bootsector: BootsectorImage, scratch: P
                                                           ("10.87.0.3", IQN, 1)]
 
 
-def test_bootsector_boots_from_dhcp(bootsector: BootsectorImage, scratch: Path,
-                                    tmp_path: Path) -> None:
+def test_linux_boots_from_dhcp(linux: LinuxImage, scratch: Path, tmp_path: Path) -> None:
     """--dhcp and no target: address, root path (option 17) and initiator name (203) from
-    dnsmasq; the guest's iBFT says origin DHCP and names the DHCP server."""
+    dnsmasq; the guest's iBFT says origin DHCP and names the DHCP server, and the guest's
+    /sys/firmware/ibft shows exactly that table."""
     if shutil.which("dnsmasq") is None:
         pytest.skip("needs dnsmasq")
-    disk = images.copy_image(bootsector.path, scratch / "bs.img")
+    disk = images.copy_image(linux.path, scratch / "linux.img")
     client = "iqn.2026-11.org.bootinit:from-dhcp"
     with topology(bridge=True, open_tap=False, prefix="bdb", peer_ip="10.88.0.1/24",
                   our_ip="10.88.0.2/24") as topo, \
@@ -421,6 +421,7 @@ def test_bootsector_boots_from_dhcp(bootsector: BootsectorImage, scratch: Path,
             "--dhcp-range=10.88.0.100,10.88.0.150,255.255.255.0,2m",
             f"--dhcp-leasefile={tmp_path / 'leases'}", f"--log-facility={log}",
             "--dhcp-option=option:router,10.88.0.1",
+            "--dhcp-option=option:dns-server,10.88.0.53",
             f"--dhcp-option=17,iscsi:10.88.0.1::3260:1:{IQN}",
             f"--dhcp-option=203,{client}"])
         end = time.monotonic() + 10
@@ -428,20 +429,26 @@ def test_bootsector_boots_from_dhcp(bootsector: BootsectorImage, scratch: Path,
             assert dnsmasq.alive() and time.monotonic() < end, "dnsmasq did not start"
             time.sleep(0.05)
         given = tmp_path / "guest.bin"
+        # --offload off: since 8c2475b (TAP offloads) the stack drops the kernel's
+        # DHCP OFFERs (UDP with a partial checksum: csum_ok is not passed to UDP);
+        # test_dhcp.py fails the same way. Drop the option once that is fixed.
         cp = bootinit("boot", "--dhcp", "--netns", topo.netns, "--bridge", "br0",
-                      "--memory", "32", "--save-ibft", str(given))
-    no_traceback(cp)
-    assert cp.returncode == BOOTSECTOR_EXIT_OK, cp.stderr.decode()
-    assert bootsector.marker.encode() in cp.stdout
+                      "--save-ibft", str(given), "--offload", "off", timeout=240)
+    out = check_linux(cp)
     cfg = BootConfig.from_ibft(parse_ibft(given.read_bytes()))
     assert cfg.initiator_name == client
     nic = cfg.nics[0]
     assert nic.dhcp and nic.dhcp_server == IPv4Address("10.88.0.1")
     assert nic.gateway == IPv4Address("10.88.0.1")
+    assert nic.dns == (IPv4Address("10.88.0.53"),)
     assert nic.address is not None and \
         IPv4Address("10.88.0.100") <= nic.address.ip <= IPv4Address("10.88.0.150")
     assert [(t.host, t.name, t.lun) for t in cfg.targets] == [("10.88.0.1", IQN, 1)]
-    assert render_sysfs(parse_ibft(given.read_bytes()))["ethernet0"]["origin"] == "3\n"
+    seen = serial_ibft(out)
+    assert ibft_differences(seen, expected_ibft(given.read_bytes())) == []
+    assert seen["/sys/firmware/ibft/ethernet0/origin"] == "3"
+    assert seen["/sys/firmware/ibft/ethernet0/dhcp"] == "10.88.0.1"
+    assert seen["/sys/firmware/ibft/ethernet0/ip-addr"] == str(nic.address.ip)
 
 
 def test_missing_boot_signature_is_a_clear_error(bs_lab: Lab) -> None:
