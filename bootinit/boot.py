@@ -11,8 +11,10 @@ What a NIC vendor's boot driver or iPXE's ``sanboot`` does, with QEMU as the mac
    machine's table, from ``/sys/firmware/acpi/tables`` or ``/sys/firmware/ibft``), from an
    ``iscsi://`` URL or an iPXE/RFC 4173 root path ``iscsi:host:proto:port:lun:iqn``, or from
    a lab recorded by ``bootinit lab up`` (``--lab NAME``: its namespace, bridge, address,
-   URL and CHAP). From an iBFT the initiator name, our address, gateway, MAC and the
-   target (with CHAP) are taken; link options given on the command line win.
+   URL and CHAP), or from DHCP (``--dhcp`` with no target: the root path, option 17, and
+   the initiator name, option 203). From an iBFT the initiator name, our address, gateway,
+   MAC, VLAN and the target (with CHAP) are taken; link options given on the command line
+   win. Several URLs are paths to one LUN (``--multipath``).
 2. bootinit brings up its TCP/IP stack on a TAP (the link options; the TAP's kernel side
    goes into the given namespace, nothing is configured in the root namespace), logs in,
    opens the LUN (TEST UNIT READY, READ CAPACITY, INQUIRY) and checks the boot sector
@@ -25,8 +27,9 @@ What a NIC vendor's boot driver or iPXE's ``sanboot`` does, with QEMU as the mac
    UNIX socket: ``-drive file=nbd:unix:PATH,format=raw,if=virtio`` (virtio: a Linux boot
    is a few hundred NBD requests, against ~20000 over IDE), ``-no-reboot``, an
    ``isa-debug-exit`` device, plus whatever follows ``--``. Every guest disk request
-   becomes iSCSI commands in bootinit's loop; a lost connection is recovered (ERL 0
-   session reinstatement) while the guest waits.
+   becomes iSCSI commands in bootinit's loop (sequential reads are read ahead:
+   :class:`ReadAhead`); a lost connection is recovered (ERL 0 session reinstatement)
+   while the guest waits.
 5. The guest's serial console goes to stdout (or ``--serial FILE``). When QEMU exits,
    bootinit logs out, prints a summary of the counters on stderr (all of them with
    ``--stats``) and exits with QEMU's exit status: an ``isa-debug-exit`` guest's
