@@ -256,7 +256,7 @@ class Interface:
                 elif proto == PROTO_TCP and tcp is not None and not bcast:
                     tcp.receive(src, dst, payload, now, csum_ok)
                 elif proto == PROTO_UDP:
-                    self.udp.receive(src, dst, payload, bcast, now)
+                    self.udp.receive(src, dst, payload, bcast, now, csum_ok)
                 else:
                     self._deliver_other(proto, src, payload, bcast, now)
             elif ethertype == ETHERTYPE_IPV6 and self.ip6 is not None:
@@ -269,7 +269,7 @@ class Interface:
                         else:
                             self._c_ip["no_transport"] += 1
                     else:
-                        self.udp.receive(src, dst, payload, mcast, now)
+                        self.udp.receive(src, dst, payload, mcast, now, csum_ok)
             elif ethertype == ETHERTYPE_ARP:
                 self.arp.receive(mv[off:], now)
             elif ethertype >= 0:

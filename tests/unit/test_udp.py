@@ -188,3 +188,21 @@ def test_arp_probe_ignores_our_own_and_unrelated_packets() -> None:
     iface.receive_frame(frame(own, dst=BCAST, src=OUR_MAC), 0.05)
     iface.receive_frame(frame(other, dst=BCAST), 0.05)
     assert probe.result is None
+
+
+def test_partial_checksum_accepted_only_when_the_link_vouches() -> None:
+    """A TAP with offloads hands over the kernel's own datagrams with a partial checksum
+    (NEEDS_CSUM): checked, they look corrupt; the interface must take csum_ok from the
+    link, and without it a wrong checksum is still dropped."""
+    from collections import defaultdict
+
+    from netstack.udp import parse_udp
+
+    src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    good = bytearray(build_udp(src, dst, 67, 68, b"offer"))
+    good[6:8] = b"\x12\x34"  # what a partial (pseudo-header only) sum looks like to us
+    c: defaultdict[str, int] = defaultdict(int)
+    assert parse_udp(src, dst, memoryview(bytes(good)), c) is None
+    assert c["bad_checksum"] == 1
+    r = parse_udp(src, dst, memoryview(bytes(good)), c, csum_ok=True)
+    assert r is not None and bytes(r[2]) == b"offer" and r[:2] == (67, 68)
