@@ -1203,6 +1203,11 @@ class Session:
             if self._parser is not None:
                 self._parser.unplace(task.itt)
             self._mark_stale(task.itt)
+        if self._tmfs:
+            # A task that is done or queued again has no business with its task
+            # management any more: a late answer must not finish (or reset) it.
+            for itt in [i for i, tmf in self._tmfs.items() if tmf.task is task]:
+                del self._tmfs[itt]
 
     def _finish(self, task: Task, now: float, *, result: ScsiResult | None = None,
                 error: BaseException | None = None) -> None:
@@ -1314,7 +1319,14 @@ class Session:
                 task.request.opcode, timeout, "aborted with LOGICAL UNIT RESET"))
             lun = task.request.lun
             for other in list(self._active.values()):
-                if other.request.lun == lun and not other.done:
+                if other.request.lun != lun or other.done:
+                    continue
+                if other.state is TaskState.ABORTING:
+                    # It timed out itself and waits for its own TMF: the reset aborted it.
+                    self._finish(other, now, error=CommandTimeout(
+                        other.request.opcode, other.deadline - other.sent_at,
+                        "aborted with LOGICAL UNIT RESET"))
+                else:
                     self._requeue(other, now, 0.0)  # cleared by the reset (SAM-5 §7.7)
             return
         self._finish(task, now, error=CommandTimeout(

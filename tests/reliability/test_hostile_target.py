@@ -36,13 +36,23 @@ from bootinit.iscsi.pdu import (
     NopIn,
     Pdu,
     ScsiCommand,
+    TaskMgmtRequest,
+    TaskMgmtResponse,
     TextRequest,
     TextResponse,
+    TmfFunction,
+    TmfResponse,
     encode_bytes,
 )
 from bootinit.iscsi.recovery import RecoveryPolicy
 from bootinit.iscsi.session import SessionState
-from bootinit.iscsi.task import ScsiRequest, SessionFailed, TargetProtocolError, Task
+from bootinit.iscsi.task import (
+    CommandTimeout,
+    ScsiRequest,
+    SessionFailed,
+    TargetProtocolError,
+    Task,
+)
 from bootinit.scsi import cdb
 from tests.unit.fake_target import FakeTarget, Harness, TargetSettings
 
@@ -496,3 +506,37 @@ def test_mutual_chap_target_without_the_secret_is_refused() -> None:
     assert "target-secret-9" not in str(s.error) and "alice-secret-1" not in str(s.error)
     # not retried: one login attempt
     assert s.counters.get("login", "attempts") == 1
+
+
+# ------------------------------------------------------- task management races
+
+
+def test_task_cleared_by_another_lun_reset_is_not_sent_again_after_it_failed() -> None:
+    """Regression (found by the session fuzzer): two commands on one LUN time out, the
+    target refuses both ABORT TASKs, so each gets a LOGICAL UNIT RESET. The first reset
+    completes and cleared the second command too; it was put back in the queue although
+    its own reset was still outstanding. That reset's answer then failed it (the caller
+    was told "timed out") while it sat in the queue, and it was sent again: a write the
+    caller believed failed reached the disk later, from a buffer the caller may reuse."""
+    t, h = setup(command_timeout=5.0, tmf_timeout=3.0)
+    s = h.session
+    t.hold = True
+
+    def tmf(req: TaskMgmtRequest) -> None:
+        if req.function == TmfFunction.ABORT_TASK:
+            t.send(TaskMgmtResponse(itt=req.itt, response=TmfResponse.REJECTED))
+        else:
+            t.held = [c for c in t.held if c.lun != req.lun]
+            t.send(TaskMgmtResponse(itt=req.itt, response=TmfResponse.COMPLETE))
+
+    t._tmf = tmf  # type: ignore[method-assign]
+    g = Guarded(2)
+    r = read(h, 0, g)
+    w = s.submit(ScsiRequest(cdb.write_cdb(8, 8), write_data=pattern(8 * BS, 9)), now=h.now)
+    h.run_until(lambda: r.done and w.done, 120)
+    h.advance(30.0)  # anything still queued would go out now
+    assert isinstance(r.error, CommandTimeout) and isinstance(w.error, CommandTimeout)
+    writes = [c for c in t.commands if c.cdb[0] == 0x2A]
+    assert len(writes) == 1, "a write reported as failed was sent again"
+    assert s.outstanding() == 0 and not s._pending and not s._tmfs
+    assert g.outside_untouched()
