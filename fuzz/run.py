@@ -170,9 +170,10 @@ def run_target(name: str, seconds: float, *, timeout: float, rss_mb: int, artifa
         t0 = time.monotonic()
         # the hard limit: libFuzzer's own time plus start-up and the last input's timeout
         try:
-            cp = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+            cp = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
                                 timeout=seconds + timeout + 60)
-            out = cp.stdout + cp.stderr
+            out = cp.stdout
             rc = cp.returncode
         except subprocess.TimeoutExpired as e:
             out = _text(e.stdout) + _text(e.stderr)
@@ -184,7 +185,11 @@ def run_target(name: str, seconds: float, *, timeout: float, rss_mb: int, artifa
     ok = rc == 0
     detail = ""
     if not ok:
-        tail = "\n".join(out.strip().splitlines()[-40:])
+        lines = out.strip().splitlines()
+        # the Python traceback (atheris prints it before libFuzzer's report), then the end
+        start = next((i for i, ln in enumerate(lines) if "Uncaught Python exception" in ln
+                      or ln.startswith("Traceback")), max(0, len(lines) - 40))
+        tail = "\n".join(lines[start:start + 60])
         detail = f"exit status {rc}\n{tail}"
     return Outcome(name, ok, engine, int(runs[-1]) if runs else 0,
                    int(covs[-1]) if covs else None, took, detail)
