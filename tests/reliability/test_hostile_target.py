@@ -191,6 +191,24 @@ def test_r2t_offset_overflowing_32_bits_is_refused() -> None:
     assert isinstance(w.error, TargetProtocolError) and w.error.field == "BufferOffset"
 
 
+def test_r2t_with_the_reserved_target_transfer_tag_is_refused() -> None:
+    t, h = setup()
+    t.hold = True
+    w = h.session.submit(ScsiRequest(cdb.write_cdb(0, 256), write_data=pattern(256 * BS)),
+                         now=h.now)
+    h.settle()
+    before = h.to_target
+    inject(h, R2T(itt=t.held[0].itt, ttt=RESERVED_TAG, r2tsn=0, buffer_offset=65536,
+                  desired_length=4096, exp_cmdsn=t.exp_cmdsn, max_cmdsn=t.max_cmdsn))
+    # refused by the PDU decoder (§11.8.4): the stream is dropped before any Data-Out
+    # could read as unsolicited data; the write is replayed on a new connection
+    assert h.to_target - before < 4096
+    assert h.session.counters.get("errors", "protocol") == 1
+    t.hold = False
+    h.run_until(lambda: w.done)
+    assert w.error is None and t.luns[0].read(0, 256) == pattern(256 * BS)
+
+
 # ------------------------------------------------------------ sequence numbers
 
 
