@@ -919,6 +919,8 @@ def summary(result: BootResult) -> str:
     mean = lat.get("sum_us", 0) / lat["count"] / 1000 if lat.get("count") else 0.0
     lines = [
         f"bootinit boot: {how} after {result.seconds:.2f} s",
+        f"  lun: {result.capacity} bytes ({result.capacity // max(result.block_size, 1)} "
+        f"blocks of {result.block_size})",
         f"  nbd: {nbd.get('reads', 0)} reads ({nbd.get('bytes_read', 0) / 2**20:.1f} MiB), "
         f"{nbd.get('writes', 0)} writes ({nbd.get('bytes_written', 0) / 2**20:.1f} MiB), "
         f"{nbd.get('flushes', 0)} flushes, {nbd.get('io_errors', 0)} errors",
