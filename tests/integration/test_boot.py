@@ -429,11 +429,8 @@ def test_linux_boots_from_dhcp(linux: LinuxImage, scratch: Path, tmp_path: Path)
             assert dnsmasq.alive() and time.monotonic() < end, "dnsmasq did not start"
             time.sleep(0.05)
         given = tmp_path / "guest.bin"
-        # --offload off: since 8c2475b (TAP offloads) the stack drops the kernel's
-        # DHCP OFFERs (UDP with a partial checksum: csum_ok is not passed to UDP);
-        # test_dhcp.py fails the same way. Drop the option once that is fixed.
         cp = bootinit("boot", "--dhcp", "--netns", topo.netns, "--bridge", "br0",
-                      "--save-ibft", str(given), "--offload", "off", timeout=240)
+                      "--save-ibft", str(given), timeout=240)
     out = check_linux(cp)
     cfg = BootConfig.from_ibft(parse_ibft(given.read_bytes()))
     assert cfg.initiator_name == client
