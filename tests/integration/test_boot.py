@@ -402,6 +402,30 @@ def test_bootsector_boots_over_two_paths(bootsector: BootsectorImage, scratch: P
                                                           ("10.87.0.3", IQN, 1)]
 
 
+def test_linux_guest_sees_both_paths_in_its_ibft(linux: LinuxImage, scratch: Path,
+                                                 tmp_path: Path) -> None:
+    """Two portals of one LUN (multipath failover): the Linux guest's own
+    /sys/firmware/ibft shows target0 and target1 — the table bootinit gave it."""
+    disk = images.copy_image(linux.path, scratch / "linux2p.img")
+    with topology(bridge=True, open_tap=False, prefix="bmpl", peer_ip="10.89.0.1/24",
+                  our_ip="10.89.0.2/24") as topo, \
+            Tgtd(topo.netns, listen=("10.89.0.1", 3260)) as tgtd:
+        topo.run(["ip", "addr", "add", "10.89.0.3/24", "dev", "br0"])
+        tgtd.add_portal("10.89.0.3", 3260)
+        tgtd.add_target(IQN, [Lun(disk)])
+        given = tmp_path / "guest2p.bin"
+        cp = bootinit("boot", f"iscsi://10.89.0.1/{IQN}/1", f"iscsi://10.89.0.3/{IQN}/1",
+                      "--multipath", "failover", *topo.link_argv(),
+                      "--save-ibft", str(given), timeout=240)
+        out = check_linux(cp)
+    seen = serial_ibft(out)
+    assert ibft_differences(seen, expected_ibft(given.read_bytes())) == []
+    assert seen["/sys/firmware/ibft/target0/ip-addr"] == "10.89.0.1"
+    assert seen["/sys/firmware/ibft/target1/ip-addr"] == "10.89.0.3"
+    assert seen["/sys/firmware/ibft/target0/target-name"] == IQN
+    assert seen["/sys/firmware/ibft/target1/target-name"] == IQN
+
+
 def test_linux_boots_from_dhcp(linux: LinuxImage, scratch: Path, tmp_path: Path) -> None:
     """--dhcp and no target: address, root path (option 17) and initiator name (203) from
     dnsmasq; the guest's iBFT says origin DHCP and names the DHCP server, and the guest's
