@@ -59,7 +59,7 @@ def parse_portal(value: str, default_port: int = DEFAULT_PORT) -> Portal:
     head = text
     if "," in text:
         head, _, tag = text.rpartition(",")
-        if not tag.isdigit() or int(tag) > 65535:
+        if not (tag.isascii() and tag.isdigit()) or int(tag) > 65535:
             raise KeyFormatError("TargetAddress", value, "portal group tag must be 0..65535")
         tpgt = int(tag)
     port = default_port
@@ -96,7 +96,7 @@ def parse_portal(value: str, default_port: int = DEFAULT_PORT) -> Portal:
 
 
 def _port(value: str, text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise KeyFormatError("TargetAddress", value, "port must be 1..65535")
     return int(text)
 

@@ -88,3 +88,11 @@ def test_login_redirected_to_an_ipv6_portal() -> None:
     s = h.login()
     assert h.connects[-1] == Portal("fd00::9", 3261, 1)
     assert s.portal.host == "fd00::9" and s.counters.get("login", "redirects") == 1
+
+
+@pytest.mark.parametrize("value", ["[fd00::1]:\u00b2", "[fd00::1]:3260,\u00b2", "10.0.0.1:\u0663"])
+def test_portal_with_non_ascii_digits_is_a_key_error(value: str) -> None:
+    from bootinit.iscsi.errors import KeyFormatError
+
+    with pytest.raises(KeyFormatError):
+        parse_portal(value)
