@@ -94,11 +94,12 @@ def test_tcp_bulk_tiny() -> None:
                     "--ceiling-seconds", "0.5")
     found = {}
     for line in out.splitlines():
-        m = re.match(rf"^\s*1500\s+(recv|send)\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s*$",
-                     line)
+        m = re.match(rf"^\s*1500\s+(on|off)\s+(recv|send)\s+({NUMBER})\s+({NUMBER})"
+                     rf"\s+({NUMBER})\s*$", line)
         if m is not None:
-            found[m[1]] = [positive(m[i]) for i in (2, 3, 4)]
-    assert set(found) == {"recv", "send"}, out
+            found[(m[1], m[2])] = [positive(m[i]) for i in (3, 4, 5)]
+    assert set(found) == {("off", "recv"), ("off", "send"), ("on", "recv"),
+                          ("on", "send")}, out
 
 
 def test_tap_ceiling_short() -> None:
