@@ -115,6 +115,9 @@ class TapLink:
         self.netns = netns
         self.created = tap is None
         self.offload = offload
+        #: Set by the stack when its TCP layer leaves checksums partial (pseudo-header
+        #: sum only): then TCP frames go out with NEEDS_CSUM and the kernel completes them.
+        self.tx_csum_partial = False
         if offload and tap is not None:
             raise LinkError("offloads need a TAP we create (not --tap NAME)")
         self._fd = -1
@@ -260,7 +263,8 @@ class TapLink:
                             f"{ETH_HLEN}..{self._frame_max} (MTU {self.mtu})")
         try:
             if self.offload:
-                os.writev(self._fd, (self._tx_header(frame), frame))
+                hdr = self._tx_header(frame) if self.tx_csum_partial else _NO_OFFLOAD_HDR
+                os.writev(self._fd, (hdr, frame))
             else:
                 os.write(self._fd, frame)
         except (BlockingIOError, InterruptedError):
