@@ -271,6 +271,9 @@ def session(data: bytes) -> None:
 
     if not data:
         return
+    if data[0] & 0x80:
+        _discovery_session(data)
+        return
     t = FakeTarget()
     h = Harness(t, command_timeout=5.0, nop_interval=None, isid=FIXED_ISID)
     s = h.login()
@@ -282,7 +285,7 @@ def session(data: bytes) -> None:
         s.submit(ScsiRequest(cdb.test_unit_ready()), now=h.now),
     ]
     h.settle()
-    for piece in chunks(data[1:], data[0]):
+    for piece in chunks(data[1:], data[0] & 0x7F):
         s.receive(piece, h.now)
     t.release()
     h.run_until(lambda: all(x.done for x in tasks) or s.finished, 600)
@@ -290,6 +293,39 @@ def session(data: bytes) -> None:
         if x.error is not None:
             assert isinstance(x.error, IscsiError | ScsiError), repr(x.error)
     assert rbuf.intact(), "read data written outside the caller's buffer"
+    assert s.outstanding() == 0 or s.finished
+
+
+def _discovery_session(data: bytes) -> None:
+    """Byte 0 bit 7: a discovery session with a SendTargets exchange outstanding gets
+    the hostile bytes (Text Responses, continuations...). The exchange ends with targets
+    or a typed error in bounded time, and the session does not reconnect for it."""
+    from bootinit.iscsi.errors import IscsiError
+    from bootinit.iscsi.pdu import TextRequest
+    from tests.unit.fake_target import FakeTarget, Harness
+
+    t = FakeTarget()
+    h = Harness(t, command_timeout=5.0, nop_interval=None, isid=FIXED_ISID, discovery=True,
+                target_name=None)
+    s = h.login()
+    answered: list[TextRequest] = []
+    orig = t._dispatch
+
+    def dispatch(pdu: object) -> None:
+        if isinstance(pdu, TextRequest) and len(answered) < 1:
+            answered.append(pdu)  # the first request is answered by the fuzz bytes
+            return
+        orig(pdu)  # type: ignore[arg-type]
+
+    t._dispatch = dispatch  # type: ignore[method-assign]
+    op = s.send_targets(now=h.now)
+    h.settle()
+    for piece in chunks(data[1:], data[0] & 0x7F):
+        s.receive(piece, h.now)
+    h.run_until(lambda: op.done or s.finished, 600)
+    assert op.done
+    if op.error is not None:
+        assert isinstance(op.error, IscsiError), repr(op.error)
     assert s.outstanding() == 0 or s.finished
 
 
