@@ -190,10 +190,11 @@ class Bootinit:
 
 @contextlib.contextmanager
 def bootinit_device(target: BenchTarget, mtu: int, *, queue_depth: int = 32,
-                    digests: bool = False) -> Iterator[Bootinit]:
-    """Attach a TAP of ``mtu`` to the bridge, start our stack, log in, open LUN 1."""
+                    digests: bool = False, offload: bool = True) -> Iterator[Bootinit]:
+    """Attach a TAP of ``mtu`` to the bridge (with checksum/GSO offloads, the product's
+    default, unless ``offload`` is False), start our stack, log in, open LUN 1."""
     topo = target.topo
-    tap = TapLink(mtu=mtu, netns=topo.netns, bridge=BRIDGE_NAME)
+    tap = TapLink(mtu=mtu, netns=topo.netns, bridge=BRIDGE_NAME, offload=offload)
     try:
         loop = Loop()
         stack = NetStack(loop, tap, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
@@ -368,6 +369,7 @@ class Settings:
     params: dict[str, str] = field(default_factory=dict)
     lun_dir: str = "/dev/shm"
     tool_timeout: float = 300.0
+    offload: bool = True
 
 
 def measure_bootinit(target: BenchTarget, s: Settings, mtu: int, salt: int,
@@ -375,7 +377,7 @@ def measure_bootinit(target: BenchTarget, s: Settings, mtu: int, salt: int,
     """bootinit rows for one MTU; checks every byte moved."""
     rows: list[Row] = []
     size = target.size
-    with bootinit_device(target, mtu, queue_depth=32) as b:
+    with bootinit_device(target, mtu, queue_depth=32, offload=s.offload) as b:
         dev = b.dev
         p = dev.session.params
         info["negotiated"] = {
@@ -529,6 +531,7 @@ def add_ratios(rows: list[Row]) -> None:
 def run(s: Settings) -> tuple[list[Row], dict[str, Any]]:
     """Every measurement of the table, in one namespace on one tgtd LUN."""
     info: dict[str, Any] = {"size": s.size, "request": s.request, "seq_qd": s.seq_qd,
+                            "offload": s.offload,
                             "random_count": s.random_count,
                             "random_seconds": s.random_seconds,
                             "perf_seconds": s.perf_seconds, "lun_dir": s.lun_dir,
@@ -563,7 +566,8 @@ def table(rows: list[Row], info: dict[str, Any]) -> str:
     neg = info.get("negotiated", {})
     head = [f"iSCSI I/O against tgtd, LUN {_size_text(info['size'])} on tmpfs "
             f"({info['lun_dir']}), seq requests {_size_text(info['request'])} "
-            f"qd {info['seq_qd']}; MB = 10^6 B",
+            f"qd {info['seq_qd']}; bootinit's TAP offloads "
+            f"{'on' if info.get('offload', True) else 'off'}; MB = 10^6 B",
             "negotiated: " + ", ".join(f"{k}={v}" for k, v in neg.items()),
             "",
             f"{'test':<15} {'initiator':<10} {'MTU':>5} {'MB/s':>9} {'IOPS':>9} "
@@ -613,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                     metavar="NAME=VALUE", help="tgtd target parameter (repeatable), e.g. "
                     "MaxRecvDataSegmentLength=262144")
     ap.add_argument("--lun-dir", default="/dev/shm", help="where the LUN file lives")
+    ap.add_argument("--offload", choices=("on", "off"), default="on",
+                    help="bootinit's TAP checksum/GSO offloads (default on, as the CLI)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--json-file", type=Path, help="also write the JSON to this file")
     args = ap.parse_args(argv)
@@ -629,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(size=size, mtus=args.mtu or [9000], request=request, seq_qd=args.seq_qd,
                  random_count=args.random_count, random_seconds=args.random_seconds,
                  perf_seconds=args.perf_seconds, tools=tools,
-                 params=dict(args.target_param), lun_dir=args.lun_dir)
+                 params=dict(args.target_param), lun_dir=args.lun_dir,
+                 offload=args.offload == "on")
     # SIGTERM unwinds like Ctrl-C: processes stopped, namespace and LUN files removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     problem = environment_problem()
