@@ -130,6 +130,10 @@ def _tmpfs_copy(src: Path) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+#: The demo's link MTU: the largest a TAP takes, so every 64 KiB guest request is one frame.
+DEMO_MTU = 65520
+
+
 def run_demo(args: argparse.Namespace, interrupts: Interrupts, out: IO[str]) -> int:
     """The demo proper (see the module doc); returns the exit status."""
     from bootinit.lab import Lab, LabError
@@ -167,6 +171,8 @@ def run_demo(args: argparse.Namespace, interrupts: Interrupts, out: IO[str]) -> 
             for k, v in (("netns", lab.netns), ("bridge", lab.bridge),
                          ("ip", str(lab.client_ip))):
                 setattr(args, k, v)
+            if getattr(args, "mtu", None) is None:
+                args.mtu = str(DEMO_MTU)  # the lab's bridge takes its only port's MTU
             _say(out, "3. bootinit: stack up, login, boot signature, iBFT, QEMU on NBD "
                       "(serial console follows)")
             out.flush()
