@@ -438,11 +438,16 @@ class TcpConnection:
             self._send_ack_now()
             return
         if not ok:
-            if not flags & RST:
-                self._c["out_of_window"] += 1
-                self._send_ack_now()
-            else:
+            if flags & RST:
                 self._c["rst_out_of_window"] += 1
+            elif not flags & SYN and (plen or flags & FIN):
+                self._c["out_of_window"] += 1
+                self._send_ack_now()  # old data again: our ACK was lost, tell it now
+            else:
+                # A pure ACK or a SYN outside the window: answer at the challenge-ACK
+                # rate (RFC 5961 §4, §7), so spoofed segments cannot drive an ACK loop.
+                self._c["out_of_window"] += 1
+                self._challenge_ack(now)
             return
 
         # Second: RST (RFC 5961 §3.2)

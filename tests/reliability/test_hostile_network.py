@@ -417,3 +417,22 @@ def test_out_of_order_data_behind_a_hole_grows_one_block_in_place() -> None:
     # (overlapping bytes: the newer copy wins, as before; a real peer resends the same)
     assert c.recv() == b"".join(chunks[:39]) + chunks[39][:500] + b"z" * 1000
     assert len(c._ooo) == 1 and c._ooo_bytes == 100
+
+
+def test_out_of_window_pure_acks_and_syns_are_answered_at_a_bounded_rate() -> None:
+    """Spoofed out-of-window ACKs (or SYNs) must not get one ACK each: two stacks doing
+    that to each other loop forever (RFC 5961 §7 rate limit, as Linux does)."""
+    rig = FrameRig()
+    sent = 0
+    for i in range(500):
+        rig.iface.receive_frame(to_conn(rig, ACK, -(5000 + i)), rig.now)
+        rig.iface.receive_frame(to_conn(rig, SYN, 1 << 24), rig.now)
+        sent += len(tcp_out(rig.output()))
+    assert tcp_count(rig, "out_of_window") == 1000
+    assert sent <= rig.tcp_config.challenge_ack_per_second
+    # old data again (our ACK was lost) is always answered at once
+    for _ in range(20):
+        rig.iface.receive_frame(to_conn(rig, ACK | PSH, -100, payload=b"x" * 50), rig.now)
+        assert len(tcp_out(rig.output())) == 1
+    assert rig.conn.connected
+    data_still_flows(rig)
