@@ -84,7 +84,68 @@ class IoRequest:
                 self.callback(self)
 
 
-class BlockDevice:
+class SyncBlockIO:
+    """The synchronous block API over the asynchronous one, like libiscsi's sync calls over
+    its async ones: each call submits, then runs the loop until its requests are done.
+    Shared by :class:`BlockDevice` and :class:`bootinit.multipath.MultipathDevice`."""
+
+    @property
+    def block_size(self) -> int:
+        raise NotImplementedError
+
+    def submit_read(self, lba: int, count: int, buf: bytearray | memoryview | None = None,
+                    callback: IoCallback | None = None) -> IoRequest:
+        raise NotImplementedError
+
+    def submit_write(self, lba: int, data: BytesLike,
+                     callback: IoCallback | None = None) -> IoRequest:
+        raise NotImplementedError
+
+    def submit_flush(self, callback: IoCallback | None = None) -> IoRequest:
+        raise NotImplementedError
+
+    def run_until(self, pred: Callable[[], bool], what: str) -> None:
+        raise NotImplementedError
+
+    def _blocks_of(self, nbytes: int) -> int:
+        if nbytes % self.block_size:
+            raise ValueError(f"{nbytes} bytes is not a multiple of the block size "
+                             f"{self.block_size}")
+        return nbytes // self.block_size
+
+    def wait(self, *reqs: IoRequest) -> None:
+        """Run the loop until every request is done; raise the first error."""
+        self.run_until(lambda: all(r.done for r in reqs), "block I/O")
+        for r in reqs:
+            r.check()
+
+    def read(self, lba: int, count: int) -> bytes:
+        """Read ``count`` blocks at ``lba``."""
+        buf = bytearray(count * self.block_size)
+        self.wait(self.submit_read(lba, count, buf))
+        return bytes(buf)
+
+    def readinto(self, lba: int, buf: bytearray | memoryview) -> int:
+        """Fill ``buf`` (a multiple of the block size) from ``lba``; returns its length."""
+        n = self._blocks_of(memoryview(buf).nbytes)
+        self.wait(self.submit_read(lba, n, buf))
+        return n * self.block_size
+
+    def write(self, lba: int, data: BytesLike) -> None:
+        """Write ``data`` at ``lba``."""
+        self.wait(self.submit_write(lba, data))
+
+    def flush(self) -> None:
+        """SYNCHRONIZE CACHE (ILLEGAL REQUEST — no cache to synchronize — is no error)."""
+        req = self.submit_flush()
+        self.run_until(lambda: req.done, "SYNCHRONIZE CACHE")
+        if isinstance(req.error, ScsiError) and req.error.sense is not None and \
+                req.error.sense.key == 0x05:
+            return
+        req.check()
+
+
+class BlockDevice(SyncBlockIO):
     """A LUN as a block device (see module doc)."""
 
     def __init__(self, session: IscsiSession, lun: int = 0, *,
@@ -133,12 +194,6 @@ class BlockDevice:
         if lba < 0 or blocks < 0 or lba + blocks > self.num_blocks:
             raise ValueError(f"blocks {lba}..{lba + blocks - 1} outside the LUN "
                              f"(0..{self.num_blocks - 1})")
-
-    def _blocks_of(self, nbytes: int) -> int:
-        if nbytes % self.block_size:
-            raise ValueError(f"{nbytes} bytes is not a multiple of the block size "
-                             f"{self.block_size}")
-        return nbytes // self.block_size
 
     # ----------------------------------------------------------------- async
 
@@ -196,38 +251,9 @@ class BlockDevice:
         return self._start(req, [ScsiRequest(scsi_cdb.synchronize_cache(force16=force16),
                                              lun=self.lun)])
 
-    def wait(self, *reqs: IoRequest) -> None:
-        """Run the loop until every request is done; raise the first error."""
-        self.session.wait(lambda: all(r.done for r in reqs), "block I/O")
-        for r in reqs:
-            r.check()
-
-    # ------------------------------------------------------------------ sync
-
-    def read(self, lba: int, count: int) -> bytes:
-        """Read ``count`` blocks at ``lba``."""
-        buf = bytearray(count * self.block_size)
-        self.wait(self.submit_read(lba, count, buf))
-        return bytes(buf)
-
-    def readinto(self, lba: int, buf: bytearray | memoryview) -> int:
-        """Fill ``buf`` (a multiple of the block size) from ``lba``; returns its length."""
-        n = self._blocks_of(memoryview(buf).nbytes)
-        self.wait(self.submit_read(lba, n, buf))
-        return n * self.block_size
-
-    def write(self, lba: int, data: BytesLike) -> None:
-        """Write ``data`` at ``lba``."""
-        self.wait(self.submit_write(lba, data))
-
-    def flush(self) -> None:
-        """SYNCHRONIZE CACHE."""
-        req = self.submit_flush()
-        self.session.wait(lambda: req.done, "SYNCHRONIZE CACHE")
-        if isinstance(req.error, ScsiError) and req.error.sense is not None and \
-                req.error.sense.key == 0x05:
-            return  # ILLEGAL REQUEST: no cache to synchronize
-        req.check()
+    def run_until(self, pred: Callable[[], bool], what: str) -> None:
+        """Run the loop until ``pred()`` (the session bounds every wait)."""
+        self.session.wait(pred, what)
 
 
 __all__ = ["BlockDevice", "IoCallback", "IoRequest", "ShortTransfer"]

@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from bootinit.blockdev import DEFAULT_MAX_TRANSFER, IoCallback, IoRequest
+from bootinit.blockdev import DEFAULT_MAX_TRANSFER, IoCallback, IoRequest, SyncBlockIO
 from bootinit.initiator import IscsiSession, chap_from_spec, default_initiator_name
 from bootinit.iscsi.chap import ChapCredentials
 from bootinit.iscsi.errors import IscsiError
@@ -158,7 +158,7 @@ class _Command:
         self.since = now
 
 
-class MultipathDevice:
+class MultipathDevice(SyncBlockIO):
     """A LUN reached over several paths (see module doc); BlockDevice's API."""
 
     def __init__(self, loop: Loop, paths: Sequence[PathSpec], *,
@@ -349,12 +349,6 @@ class MultipathDevice:
         if lba < 0 or blocks < 0 or lba + blocks > self.num_blocks:
             raise ValueError(f"blocks {lba}..{lba + blocks - 1} outside the LUN "
                              f"(0..{self.num_blocks - 1})")
-
-    def _blocks_of(self, nbytes: int) -> int:
-        if nbytes % self.block_size:
-            raise ValueError(f"{nbytes} bytes is not a multiple of the block size "
-                             f"{self.block_size}")
-        return nbytes // self.block_size
 
     # ================================================================ paths
 
@@ -689,37 +683,6 @@ class MultipathDevice:
             self.loop.run_until(pred, self._limit(), what)
         except LoopTimeout as e:
             raise IscsiError(f"gave up waiting: {e}") from None
-
-    def wait(self, *reqs: IoRequest) -> None:
-        """Run the loop until every request is done; raise the first error."""
-        self.run_until(lambda: all(r.done for r in reqs), "multipath block I/O")
-        for r in reqs:
-            r.check()
-
-    def read(self, lba: int, count: int) -> bytes:
-        """Read ``count`` blocks at ``lba``."""
-        buf = bytearray(count * self.block_size)
-        self.wait(self.submit_read(lba, count, buf))
-        return bytes(buf)
-
-    def readinto(self, lba: int, buf: bytearray | memoryview) -> int:
-        """Fill ``buf`` from ``lba``; returns its length."""
-        n = self._blocks_of(memoryview(buf).nbytes)
-        self.wait(self.submit_read(lba, n, buf))
-        return n * self.block_size
-
-    def write(self, lba: int, data: BytesLike) -> None:
-        """Write ``data`` at ``lba``."""
-        self.wait(self.submit_write(lba, data))
-
-    def flush(self) -> None:
-        """SYNCHRONIZE CACHE (ILLEGAL REQUEST — no cache — is not an error)."""
-        req = self.submit_flush()
-        self.run_until(lambda: req.done, "SYNCHRONIZE CACHE")
-        if isinstance(req.error, ScsiError) and req.error.sense is not None and \
-                req.error.sense.key == 0x05:
-            return
-        req.check()
 
     # ================================================================== end
 
