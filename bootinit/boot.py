@@ -63,7 +63,15 @@ from types import FrameType
 from typing import IO, Any
 
 from bootinit.blockdev import BlockDevice
-from bootinit.commands import CliError, Context, chap_for, fill_defaults, net_options, target_of
+from bootinit.commands import (
+    CliError,
+    Context,
+    DashDashParser,
+    chap_for,
+    fill_defaults,
+    net_options,
+    target_of,
+)
 from bootinit.iscsi.chap import ChapCredentials as IscsiChap
 from bootinit.multipath import MultipathDevice
 from bootinit.nbd_server import NbdServer
@@ -1064,26 +1072,10 @@ def add_boot_arguments(p: argparse.ArgumentParser, *, target: bool = True) -> No
                             "namespace, bridge, address, URL (LUN 1) and CHAP")
 
 
-class _DashDashParser(argparse.ArgumentParser):
-    """Takes everything after the first ``--`` as ``qemu_args`` (passed to QEMU as is)."""
-
-    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                         namespace: argparse.Namespace | None = None,
-                         ) -> tuple[argparse.Namespace, list[str]]:
-        argv = list(sys.argv[1:] if args is None else args)
-        extra: list[str] = []
-        if "--" in argv:
-            i = argv.index("--")
-            argv, extra = argv[:i], argv[i + 1:]
-        ns, rest = super().parse_known_args(argv, namespace)
-        ns.qemu_args = extra
-        return ns, rest
-
-
 def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
          **kw: Any) -> argparse.ArgumentParser:
     old = sub._parser_class
-    sub._parser_class = _DashDashParser
+    sub._parser_class = DashDashParser
     try:
         return sub.add_parser(name, **kw)
     finally:

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -665,3 +665,20 @@ def _wrap(func: Handler) -> Handler:
             print(f"bootinit {args.command}: {e}", file=sys.stderr)
             return 2
     return run
+
+
+class DashDashParser(argparse.ArgumentParser):
+    """A subcommand parser that takes everything after the first ``--`` as ``qemu_args``
+    (handed to QEMU as it is): ``bootinit boot URL -- -smp 2``."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None,
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        extra: list[str] = []
+        if "--" in argv:
+            i = argv.index("--")
+            argv, extra = argv[:i], argv[i + 1:]
+        ns, rest = super().parse_known_args(argv, namespace)
+        ns.qemu_args = extra
+        return ns, rest

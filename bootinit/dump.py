@@ -1299,29 +1299,13 @@ def _dump_options(p: argparse.ArgumentParser) -> None:
         action.default = argparse.SUPPRESS
 
 
-class _DashDashParser(argparse.ArgumentParser):
-    """Everything after the first ``--`` becomes ``qemu_args`` (QEMU's, as they are)."""
-
-    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                         namespace: argparse.Namespace | None = None,
-                         ) -> tuple[argparse.Namespace, list[str]]:
-        argv = list(sys.argv[1:] if args is None else args)
-        extra: list[str] = []
-        if "--" in argv:
-            i = argv.index("--")
-            argv, extra = argv[:i], argv[i + 1:]
-        ns, rest = super().parse_known_args(argv, namespace)
-        ns.qemu_args = extra
-        return ns, rest
-
-
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``bootinit dump``."""
-    from bootinit.commands import net_options
+    from bootinit.commands import DashDashParser, net_options
 
     text = "arm a crash-dump writer for a QEMU guest; extract a dump from a LUN"
     old = sub._parser_class
-    sub._parser_class = _DashDashParser
+    sub._parser_class = DashDashParser
     try:
         p = sub.add_parser(
             "dump", parents=[net_options()], help=text, description=text,
