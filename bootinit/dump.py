@@ -85,6 +85,7 @@ from bootinit.dumpfmt import DumpFormat, DumpHeader, DumpState
 from bootinit.iscsi.session import SessionState
 from bootinit.nbd_server import AsyncBlockDevice, IoResult
 from firmware_tables.target import TargetSpec
+from netstack.netns import stop_process
 
 MiB = 1 << 20
 DEFAULT_CHUNK = 1 * MiB
@@ -702,15 +703,7 @@ class Guest:
         p = self.proc
         if p is None:
             return None
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(10)
+        stop_process(p, grace)
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None

@@ -13,7 +13,6 @@ import os
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 
 
@@ -155,6 +154,22 @@ def delete_link(dev: str, netns: str | None = None) -> None:
     run(["ip", "link", "del", "dev", dev], netns=netns, check=False)
 
 
+def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str],
+                 grace: float = 5.0) -> int | None:
+    """Stop a process we started, by its PID only: SIGTERM, SIGKILL after ``grace``
+    seconds; returns its exit status."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode
+
+
 class NetnsProcess:
     """A process started inside a namespace, stopped by its own PID only."""
 
@@ -182,17 +197,7 @@ class NetnsProcess:
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit status."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def __enter__(self) -> NetnsProcess:
         return self

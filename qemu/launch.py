@@ -19,16 +19,16 @@ PID (SIGTERM, then SIGKILL) when the deadline passes or the context exits.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from netstack.netns import stop_process
 
 Pump = Callable[[float], None]
 POLL_INTERVAL = 0.05
@@ -228,15 +228,7 @@ class QemuVm:
         p = self.proc
         if p is None:
             return None
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(10)
+        stop_process(p, grace)
         self._read_serial()
         return p.returncode
 
