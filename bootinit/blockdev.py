@@ -107,6 +107,21 @@ class SyncBlockIO:
     def run_until(self, pred: Callable[[], bool], what: str) -> None:
         raise NotImplementedError
 
+    def _check(self, lba: int, count: int) -> None:
+        raise NotImplementedError
+
+    def _read_view(self, lba: int, count: int,
+                   buf: bytearray | memoryview | None) -> memoryview:
+        """The byte view a read of ``count`` blocks at ``lba`` lands in (allocated when
+        ``buf`` is None); refuses a range outside the LUN or a buffer too small."""
+        self._check(lba, count)
+        n = count * self.block_size
+        view = memoryview(bytearray(n) if buf is None else buf).cast("B")
+        if len(view) < n:
+            raise ValueError(f"buffer of {len(view)} bytes for {count} blocks of "
+                             f"{self.block_size}")
+        return view
+
     def _blocks_of(self, nbytes: int) -> int:
         if nbytes % self.block_size:
             raise ValueError(f"{nbytes} bytes is not a multiple of the block size "
@@ -212,12 +227,7 @@ class BlockDevice(SyncBlockIO):
                     callback: IoCallback | None = None) -> IoRequest:
         """Read ``count`` blocks at ``lba`` into ``buf`` (allocated when None)."""
         bs = self.block_size
-        self._check(lba, count)
-        if buf is None:
-            buf = bytearray(count * bs)
-        view = memoryview(buf).cast("B")
-        if len(view) < count * bs:
-            raise ValueError(f"buffer of {len(view)} bytes for {count} blocks of {bs}")
+        view = self._read_view(lba, count, buf)
         req = IoRequest("read", lba, view, callback)
         parts = []
         step = self.max_transfer_blocks

@@ -637,12 +637,7 @@ class MultipathDevice(SyncBlockIO):
                     callback: IoCallback | None = None) -> IoRequest:
         """Read ``count`` blocks at ``lba`` into ``buf`` (allocated when None)."""
         bs = self.block_size
-        self._check(lba, count)
-        if buf is None:
-            buf = bytearray(count * bs)
-        view = memoryview(buf).cast("B")
-        if len(view) < count * bs:
-            raise ValueError(f"buffer of {len(view)} bytes for {count} blocks of {bs}")
+        view = self._read_view(lba, count, buf)
         req = IoRequest("read", lba, view, callback)
         step = self.max_transfer_blocks
         parts = [ScsiRequest(scsi_cdb.read_cdb(lba + off, min(step, count - off)),
