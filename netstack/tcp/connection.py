@@ -442,6 +442,12 @@ class TcpConnection:
                 self._c["rst_out_of_window"] += 1
             elif not flags & SYN and (plen or flags & FIN):
                 self._c["out_of_window"] += 1
+                if self.ts_ok and opts.ts_val is not None and \
+                        self._old_retransmission(seg, seg_len):
+                    # Echo this retransmission's timestamp, not the one of the segment
+                    # whose ACK was lost: see _old_retransmission.
+                    self._ts_recent = opts.ts_val
+                    self._c["ts_refreshed_by_duplicate"] += 1
                 self._send_ack_now()  # old data again: our ACK was lost, tell it now
             else:
                 # A pure ACK or a SYN outside the window: answer at the challenge-ACK
@@ -511,6 +517,34 @@ class TcpConnection:
         end = sq.add(seqno, seg_len - 1)
         hi = sq.add(self.rcv_nxt, wnd)
         return sq.between(self.rcv_nxt, seqno, hi) or sq.between(self.rcv_nxt, end, hi)
+
+    def _old_retransmission(self, seg: Segment, seg_len: int) -> bool:
+        """Is ``seg`` a plausible retransmission of data we already acknowledged?
+
+        RFC 7323 §5.3 (R2 before R3) keeps TS.Recent unchanged for a segment outside the
+        window, so the duplicate ACK answering a retransmission of data whose ACK was
+        lost echoes the timestamp of the *original* segment. A Linux sender takes that
+        echo as an RTT sample when the ACK advances SND.UNA (Karn forbids the timing
+        sample, so it falls back to TSecr), and after a few lost ACKs at 20% loss it
+        measured RTTs of 15 s, set a 35 s RTO and the transfer stalled.
+
+        This is the deliberate deviation: a segment that lies wholly below RCV.NXT but
+        within one maximum window of it, carries a valid ACK (RFC 5961 §5.2 bounds) and
+        passed PAWS refreshes TS.Recent, as RFC 7323 §4.3's own rule (SEG.SEQ <=
+        Last.ACK.sent) allows. The echo then times the retransmission just answered,
+        a true round trip. Off-path injection needs an in-window-sized guess of both
+        sequence numbers, the same bar RFC 5961 sets for data.
+        """
+        if not seg.flags & ACK:
+            return False
+        back = sq.diff(self.rcv_nxt, seg.seq)
+        if back <= 0 or back > max(self.config.rcvbuf, 0xFFFF << self.rcv_wscale):
+            return False
+        if sq.gt(sq.add(seg.seq, seg_len), self.rcv_nxt):
+            return False
+        ack = seg.ack
+        return sq.le(ack, self.snd_max) and \
+            sq.ge(ack, sq.add(self.snd_una, -max(self.max_snd_wnd, 0xFFFF)))
 
     def _challenge_ack(self, now: float) -> None:
         if now - self._challenge_window >= 1.0:

@@ -369,3 +369,59 @@ def test_recv_chunks_hands_over_the_pieces() -> None:
     chunks = cb.recv_chunks()
     assert len(chunks) > 1 and b"".join(chunks) == data
     assert cb.available() == 0 and cb.recv_chunks() == []
+
+
+def test_duplicate_after_lost_ack_echoes_the_retransmission_timestamp() -> None:
+    """A lost ACK, then the peer's RTO retransmission: our duplicate ACK echoes the
+    retransmission's TSval (a true round trip), not the original's (RFC 7323 §4.3 rule
+    SEG.SEQ <= Last.ACK.sent; see TcpConnection._old_retransmission)."""
+    sim, ca, cb = pair()
+    drop_acks = [True]
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src == B_IP and not p.payload and drop_acks[0]:
+            return None  # every ACK of the first transmission is lost
+        return seg
+
+    sim.tap = tap
+    ca.send(b"x" * 1000)
+    sim.run_until(lambda: cb.available() == 1000 and any(
+        s == B_IP and parse(memoryview(g)).ack == sq.add(ca.snd_una, 1000)
+        for s, _, g in sim.sent), limit=5)  # B's ACK went out (and was lost)
+    first = next(parse(memoryview(g)) for s, _, g in sim.sent
+                 if s == A_IP and parse(memoryview(g)).payload)
+    sim.sent.clear()
+    drop_acks[0] = False
+    sim.run_until(lambda: ca.snd_una == ca.snd_nxt, limit=30)  # RTO retransmission, ACKed
+    rtx = next(parse(memoryview(g)) for s, _, g in sim.sent
+               if s == A_IP and parse(memoryview(g)).payload)
+    assert rtx.seq == first.seq and rtx.opts.ts_val is not None and first.opts.ts_val is not None
+    assert sq.gt(rtx.opts.ts_val, first.opts.ts_val)  # a later transmission
+    ack = next(parse(memoryview(g)) for s, _, g in sim.sent
+               if s == B_IP and parse(memoryview(g)).ack == sq.add(first.seq, 1000))
+    assert ack.opts.ts_ecr == rtx.opts.ts_val
+    assert cb.layer.counters.as_dict()["tcp"]["ts_refreshed_by_duplicate"] >= 1
+    assert cb.recv() == b"x" * 1000
+
+
+def test_forged_old_segment_does_not_move_ts_recent() -> None:
+    """Only a plausible retransmission refreshes TS.Recent: an old segment whose ACK
+    field is outside RFC 5961 §5.2's bounds, or one from beyond a window back, does not."""
+    sim, ca, cb = pair()
+    ca.send(b"y" * 3000)
+    sim.run_until(lambda: cb.available() == 3000, limit=5)
+    before = cb._ts_recent
+    now = sim.now
+    opts = build_options(TcpOptions(ts_val=(before + 10_000) & sq.MASK, ts_ecr=0))
+    old = sq.add(cb.rcv_nxt, -1000)
+    for seqno, ack in ((old, sq.add(cb.snd_nxt, 5000)),            # ACK for data never sent
+                       (sq.add(cb.rcv_nxt, -(1 << 30)), cb.snd_nxt)):  # far behind
+        seg = build(A_IP, B_IP, ca.local_port, cb.local_port, seqno, ack, ACK, 1000, opts,
+                    b"z" * 100)
+        cb.receive(parse(memoryview(seg)), now)
+        assert cb._ts_recent == before
+    seg = build(A_IP, B_IP, ca.local_port, cb.local_port, old, cb.snd_nxt, ACK, 1000, opts,
+                b"z" * 100)
+    cb.receive(parse(memoryview(seg)), now)
+    assert cb._ts_recent == (before + 10_000) & sq.MASK
