@@ -13,7 +13,8 @@ Three parts, each reusing its own benchmark module:
   ceiling (rx/tx, Python moving prebuilt frames), our stack's bulk receive and send
   with offloads off and on, and PyTCP's (``pmd-pytcp``, in a child process on the
   same TAP, no offloads: it has none; ``tcp.rcv_wnd_max`` 4 MiB). Every transfer's
-  sha256 is checked. Ratios ours/PyTCP (same MTU), ours/TAP ceiling.
+  sha256 is checked. Ratios ours/PyTCP (same MTU), ours/TAP ceiling (the ceiling is a
+  plain TAP's, without GSO, so our offload rows can exceed it).
 * ``kernel`` (bench/kernel_veth.py) — the kernel's own TCP between two namespaces over
   a veth pair of ``--kernel-mtu`` (65520), a Python socket application on each side
   doing the same transfers (sha256 checked). Ratio ours/kernel for our rows of that MTU.
@@ -147,6 +148,33 @@ def _off(flag: bool) -> str:
     return "on" if flag else "off"
 
 
+# --------------------------------------------------------------------------- row sets
+
+
+Key = tuple[str, str, str, int | None, str]  # part, test, who, MTU, offload
+
+
+def expected_rows(part: str, s: Settings) -> list[Key]:
+    """Every row ``part`` has in the table (measured or not)."""
+    offs = [_off(o) for o in s.offloads]
+    if part == "iscsi":
+        keys: list[Key] = [("iscsi", t, "bootinit", mtu, o) for t in iscsi_io.TESTS
+                           for mtu in s.mtus for o in offs]
+        return keys + [("iscsi", t, w, None, "-")
+                       for t, w in _tool_tests(["iscsi-perf", "qemu-img"])]
+    if part == "tcp":
+        return [("tcp", f"tcp-{d}", who, mtu, o) for mtu in s.mtus for d in ("recv", "send")
+                for who, o in [*(("bootinit", o) for o in offs), ("pytcp", "off"),
+                               ("tap-raw", "off")]]
+    return [("kernel", f"tcp-{d}", "kernel", s.kernel_mtu, "on") for d in ("recv", "send")]
+
+
+def complete(rows: list[Row], keys: list[Key], why: str) -> list[Row]:
+    """``rows`` plus a FAIL row (saying ``why``) for each of ``keys`` it lacks."""
+    have = {(r.part, r.test, r.who, r.mtu, r.offload) for r in rows}
+    return rows + [missing(*k, "FAIL", why) for k in keys if k not in have]
+
+
 # --------------------------------------------------------------------------- iSCSI
 
 
@@ -183,27 +211,30 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
                              tools=tools, lun_dir=s.lun_dir)
     rows: list[Row] = []
     iinfo: dict[str, Any] = {}
-    with iscsi_io.bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir,
-                               prefix="ball") as target:
-        for i, (mtu, off) in enumerate(configs):
-            try:
-                got = iscsi_io.measure_bootinit(
-                    target, dataclasses.replace(iset, offload=off), mtu, 100 + i, iinfo)
-                rows += [_iscsi_row(r, _off(off)) for r in got]
-            except Exception as e:
-                rows += [missing("iscsi", t, "bootinit", mtu, _off(off), "FAIL", _why(e))
-                         for t in tests]
-        try:
-            rows += [_iscsi_row(r, "-") for r in iscsi_io.tool_rows(target, iset)]
-        except Exception as e:
-            why = _why(e)
-            rows += [missing("iscsi", t, who, None, "-", "FAIL", why)
-                     for t, who in _tool_tests(tools)]
     for tool in ("iscsi-perf", "qemu-img"):
         if tool in lack:
             why = f"{tool} not found (Debian package {lack[tool]})"
             rows += [missing("iscsi", t, w, None, "-", "n/a", why)
                      for t, w in _tool_tests([tool])]
+    try:
+        with iscsi_io.bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir,
+                                   prefix="ball") as target:
+            for i, (mtu, off) in enumerate(configs):
+                try:
+                    got = iscsi_io.measure_bootinit(
+                        target, dataclasses.replace(iset, offload=off), mtu, 100 + i, iinfo)
+                    rows += [_iscsi_row(r, _off(off)) for r in got]
+                except Exception as e:
+                    rows += [missing("iscsi", t, "bootinit", mtu, _off(off), "FAIL", _why(e))
+                             for t in tests]
+            try:
+                rows += [_iscsi_row(r, "-") for r in iscsi_io.tool_rows(target, iset)]
+            except Exception as e:
+                why = _why(e)
+                rows += [missing("iscsi", t, who, None, "-", "FAIL", why)
+                         for t, who in _tool_tests(tools)]
+    except Exception as e:  # the target (namespace, tgtd, LUN) itself
+        rows = complete(rows, expected_rows("iscsi", s), f"target: {_why(e)}")
     info["iscsi"] = {"negotiated": iinfo.get("negotiated", {}),
                      "request": iset.request, "seq_qd": iset.seq_qd,
                      "counters": iinfo.get("bootinit_counters", {})}
@@ -258,31 +289,39 @@ def run_tcp(s: Settings, info: dict[str, Any]) -> list[Row]:
     """Per MTU, one namespace + TAP + kernel peer: ceiling, ours (offloads off), PyTCP,
     ours (offloads on; that replaces the plain TAP, so it comes last)."""
     rows: list[Row] = []
+    if not s.pytcp:
+        rows += [missing("tcp", f"tcp-{d}", "pytcp", mtu, "off", "n/a", "skipped (--no-pytcp)")
+                 for mtu in s.mtus for d in ("recv", "send")]
     for mtu in s.mtus:
-        with topology(mtu=mtu, prefix="ball") as topo:
-            assert topo.link is not None and topo.tap is not None
-            try:
-                rx, tx = tcp_bulk.ceilings(topo, s.ceiling_seconds)
-                rows += [Row("tcp", "tcp-recv", "tap-raw", mtu, "off", rx, check="-",
-                             note="raw TAP rx ceiling (UDP frames from the kernel)"),
-                         Row("tcp", "tcp-send", "tap-raw", mtu, "off", tx, check="-",
-                             note="raw TAP tx ceiling (prebuilt frames)")]
-            except Exception as e:
-                rows += [missing("tcp", f"tcp-{d}", "tap-raw", mtu, "off", "FAIL", _why(e))
-                         for d in ("recv", "send")]
-            tcp_bulk.start_peer(topo)
-            if False in s.offloads:
-                rows += _ours(topo, topo.link, False, s.tcp_size)
-            if s.pytcp:
-                res = pytcp_peer.measure(topo, tcp_bulk.PORT, s.pytcp_size, s.pytcp_timeout)
-                rows += _pytcp_rows(res)
-                info.setdefault("pytcp", {})[str(mtu)] = res.as_dict()
-            if True in s.offloads:
-                olink = tcp_bulk.offload_link(topo)
+        try:
+            with topology(mtu=mtu, prefix="ball") as topo:
+                assert topo.link is not None and topo.tap is not None
                 try:
-                    rows += _ours(topo, olink, True, s.tcp_size)
-                finally:
-                    olink.close()
+                    rx, tx = tcp_bulk.ceilings(topo, s.ceiling_seconds)
+                    rows += [Row("tcp", "tcp-recv", "tap-raw", mtu, "off", rx, check="-",
+                                 note="raw TAP rx ceiling (UDP frames from the kernel)"),
+                             Row("tcp", "tcp-send", "tap-raw", mtu, "off", tx, check="-",
+                                 note="raw TAP tx ceiling (prebuilt frames)")]
+                except Exception as e:
+                    rows += [missing("tcp", f"tcp-{d}", "tap-raw", mtu, "off", "FAIL",
+                                     _why(e)) for d in ("recv", "send")]
+                tcp_bulk.start_peer(topo)
+                if False in s.offloads:
+                    rows += _ours(topo, topo.link, False, s.tcp_size)
+                if s.pytcp:
+                    res = pytcp_peer.measure(topo, tcp_bulk.PORT, s.pytcp_size,
+                                             s.pytcp_timeout)
+                    rows += _pytcp_rows(res)
+                    info.setdefault("pytcp", {})[str(mtu)] = res.as_dict()
+                if True in s.offloads:
+                    olink = tcp_bulk.offload_link(topo)
+                    try:
+                        rows += _ours(topo, olink, True, s.tcp_size)
+                    finally:
+                        olink.close()
+        except Exception as e:  # the topology or the kernel peer
+            rows = complete(rows, [k for k in expected_rows("tcp", s) if k[3] == mtu],
+                            f"MTU {mtu} topology: {_why(e)}")
     who = {"bootinit": 0, "pytcp": 1, "tap-raw": 2}
     rows.sort(key=lambda r: (r.test, r.mtu or 0, who[r.who], r.offload))
     return rows
