@@ -496,7 +496,7 @@ def run(s: Settings) -> tuple[list[Row], list[dict[str, Any]], dict[str, Any]]:
     return rows, goal_summary(rows), info
 
 
-QUICK = {"size": "64M", "tcp_size": "32M", "pytcp_size": "4M", "random_count": 2000,
+QUICK = {"size": "64M", "tcp_size": "32M", "pytcp_size": "8M", "random_count": 2000,
          "random_seconds": 1.0, "perf_seconds": 1, "ceiling_seconds": 0.5}
 DEFAULTS = {"size": "1G", "tcp_size": "256M", "pytcp_size": "32M", "random_count": 20000,
             "random_seconds": 5.0, "perf_seconds": 3, "ceiling_seconds": 2.0}
@@ -508,13 +508,14 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join((__doc__ or "").splitlines()[2:]))
     ap.add_argument("--quick", action="store_true",
-                    help="small sizes (64M iSCSI, 32M TCP, 4M PyTCP, 1 s random/perf, "
+                    help="small sizes (64M iSCSI, 32M TCP, 8M PyTCP, 1 s random/perf, "
                          "0.5 s ceilings); options given explicitly still win")
     ap.add_argument("--size", help="iSCSI LUN = sequential transfer size (default 1G)")
     ap.add_argument("--tcp-size", help="TCP bulk bytes each way, ours and kernel "
                     "(default 256M)")
     ap.add_argument("--pytcp-size", help="PyTCP's bytes each way (default 32M: it is "
-                    "~100x slower)")
+                    "~100x slower; keep it well above its 4 MiB window, or its receive "
+                    "is mostly buffering)")
     ap.add_argument("--mtu", type=int, action="append",
                     help="MTU of our TAP, iSCSI and TCP parts (repeatable; default 1500 "
                          "and 65520)")
