@@ -3,7 +3,8 @@
 For each MTU: a fresh namespace with a TAP (netstack.harness), a kernel TCP peer in it
 (tests/integration/tcp_peer.py), then
 
-* ``recv``  — the peer sends N bytes, our stack receives them (sha256 checked);
+* ``recv``  — the peer sends N bytes (``BULK``: generated first; timed from its
+  ``READY``), our stack receives them (sha256 checked);
 * ``send``  — our stack sends N bytes, the peer hashes them (sha256 checked);
 * ``tap rx/tx`` — bench/tap_ceiling.py's raw frame rates on the same kind of TAP, measured
   in the same run, and the ratio ours/ceiling.
@@ -25,11 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import tap_ceiling  # noqa: E402
-from netstack.harness import environment_problem, topology  # noqa: E402
+from netstack.harness import Topology, environment_problem, topology  # noqa: E402
+from netstack.link.base import Link  # noqa: E402
 from netstack.link.tap import TapLink  # noqa: E402
 from netstack.loop import Loop  # noqa: E402
 from netstack.stack import NetStack, StackConfig  # noqa: E402
-from tests.integration.tcp_peer import stream  # noqa: E402
+from tests.integration.tcp_peer import READY, stream  # noqa: E402
 
 PEER = str(ROOT / "tests" / "integration" / "tcp_peer.py")
 PORT = 5001
@@ -48,64 +50,103 @@ class Row:
         return self.mbytes_per_s / self.ceiling_mbytes_per_s if self.ceiling_mbytes_per_s else 0
 
 
-def _expected(seed: int, n: int) -> str:
+class CheckError(Exception):
+    """A transfer's sha256 or byte count did not match."""
+
+
+def expected_sha(seed: int, n: int) -> str:
+    """sha256 of ``n`` bytes of ``stream(seed)`` (what the peer sends or should get)."""
     h = hashlib.sha256()
     for chunk in stream(seed, n):
         h.update(chunk)
     return h.hexdigest()
 
 
+def start_peer(topo: Topology, port: int = PORT) -> None:
+    """Start the kernel peer (tcp_peer.py) in the namespace; wait until it listens."""
+    proc = topo.start([sys.executable, PEER, "--port", str(port)])
+    topo.wait_listening(port, proc=proc)
+
+
+def ceilings(topo: Topology, seconds: float) -> tuple[float, float]:
+    """The raw TAP ceiling on ``topo``'s (plain) TAP: (rx MB/s, tx MB/s)."""
+    assert topo.tap is not None
+    rx = tap_ceiling.measure_rx(topo, topo.tap, seconds, 2).mbytes_per_s
+    tx = tap_ceiling.measure_tx(topo, topo.tap, seconds).mbytes_per_s
+    return rx, tx
+
+
+def offload_link(topo: Topology) -> TapLink:
+    """Replace ``topo``'s plain TAP with one with checksum/GSO offloads on the same
+    network (the plain one is closed first: one TAP holds the peer address at a time).
+    The caller closes the returned link."""
+    assert topo.tap is not None
+    topo.tap.close()
+    return TapLink(mtu=topo.mtu, netns=topo.netns, peer_ip=topo.peer_ip, offload=True)
+
+
+def our_transfer(topo: Topology, link: Link, size: int,
+                 port: int = PORT) -> tuple[float, float]:
+    """Our stack on ``link`` against the peer on ``port``: (recv MB/s, send MB/s).
+
+    ``recv``: the peer sends ``size`` bytes (``BULK``: generated before it answers
+    ``READY``; timed from there); ``send``: we send ``size`` prebuilt bytes, timed until
+    the peer's sha256 answer. Both sha256 are checked (:class:`CheckError`)."""
+    want_recv = expected_sha(1, size)
+    chunks = list(stream(2, size))
+    want_send = expected_sha(2, size)
+    loop = Loop()
+    stack = NetStack(loop, link, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
+    stack.start()
+    try:
+        s = stack.open_stream(topo.peer_addr, port)
+        s.sendall(f"BULK {size} 1\n".encode())
+        if s.recv_exact(len(READY), 60) != READY:
+            raise CheckError(f"receive at MTU {topo.mtu}: the peer did not say READY")
+        t0 = time.perf_counter()
+        h = hashlib.sha256()
+        got = 0
+        while True:
+            data = s.recv_some(60)
+            if not data:
+                break
+            h.update(data)
+            got += len(data)
+        t_recv = time.perf_counter() - t0
+        if got != size or h.hexdigest() != want_recv:
+            raise CheckError(f"receive check failed at MTU {topo.mtu}: {got} bytes")
+        s.close()
+        s = stack.open_stream(topo.peer_addr, port)
+        s.sendall(b"SINK\n")
+        t0 = time.perf_counter()
+        for c in chunks:
+            s.sendall(c)
+        s.close(60)
+        answer = s.recv_exact(64 + 2 + len(str(size)), 60).decode().split()
+        t_send = time.perf_counter() - t0
+        if answer != [want_send, str(size)]:
+            raise CheckError(f"send check failed at MTU {topo.mtu}: {answer}")
+    finally:
+        stack.close()
+        loop.close()
+    mb = size / 1e6
+    return mb / t_recv, mb / t_send
+
+
 def measure(mtu: int, size: int, ceiling_s: float, offload: bool) -> list[Row]:
+    """One MTU and offload mode in a fresh namespace: ceilings, then ours both ways."""
     with topology(mtu=mtu) as topo:
         assert topo.link is not None and topo.tap is not None
-        rx_ceiling = tap_ceiling.measure_rx(topo, topo.tap, ceiling_s, 2).mbytes_per_s
-        tx_ceiling = tap_ceiling.measure_tx(topo, topo.tap, ceiling_s).mbytes_per_s
-        proc = topo.start([sys.executable, PEER, "--port", str(PORT)])
-        topo.wait_listening(PORT, proc=proc)
-        link = topo.link
-        if offload:  # a second TAP with offloads, on the same peer address's network
-            topo.tap.close()
-            link = TapLink(mtu=mtu, netns=topo.netns, peer_ip=topo.peer_ip, offload=True)
-        loop = Loop()
-        stack = NetStack(loop, link, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
-        stack.start()
+        rx_ceiling, tx_ceiling = ceilings(topo, ceiling_s)
+        start_peer(topo)
+        link = offload_link(topo) if offload else topo.link
         try:
-            # receive
-            s = stack.open_stream(topo.peer_addr, PORT)
-            s.sendall(f"SOURCE {size} 1\n".encode())
-            h = hashlib.sha256()
-            got = 0
-            t0 = time.perf_counter()
-            while True:
-                data = s.recv_some(60)
-                if not data:
-                    break
-                h.update(data)
-                got += len(data)
-            t_recv = time.perf_counter() - t0
-            if got != size or h.hexdigest() != _expected(1, size):
-                raise SystemExit(f"receive check failed at MTU {mtu}: {got} bytes")
-            s.close()
-            # send
-            chunks = list(stream(2, size))
-            s = stack.open_stream(topo.peer_addr, PORT)
-            s.sendall(b"SINK\n")
-            t0 = time.perf_counter()
-            for c in chunks:
-                s.sendall(c)
-            s.close(60)
-            answer = s.recv_exact(64 + 2 + len(str(size)), 60).decode().split()
-            t_send = time.perf_counter() - t0
-            if answer != [_expected(2, size), str(size)]:
-                raise SystemExit(f"send check failed at MTU {mtu}: {answer}")
+            recv, send = our_transfer(topo, link, size)
         finally:
-            stack.close()
-            loop.close()
             if offload:
                 link.close()
-    mb = size / 1e6
-    return [Row(mtu, offload, "recv", mb / t_recv, rx_ceiling),
-            Row(mtu, offload, "send", mb / t_send, tx_ceiling)]
+    return [Row(mtu, offload, "recv", recv, rx_ceiling),
+            Row(mtu, offload, "send", send, tx_ceiling)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows: list[Row] = []
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.offload]
-    for mtu in args.mtu or [1500, 9000]:
-        for off in modes:
-            rows += measure(mtu, args.size_mib << 20, args.ceiling_seconds, off)
+    try:
+        for mtu in args.mtu or [1500, 9000]:
+            for off in modes:
+                rows += measure(mtu, args.size_mib << 20, args.ceiling_seconds, off)
+    except CheckError as e:
+        print(f"tcp_bulk: {e}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows], indent=2))
     else:

@@ -71,6 +71,13 @@ def add_address(netns: str, dev: str, address: str) -> None:
     run(cmd, netns=netns)
 
 
+def add_veth(netns: str, dev: str, peer_netns: str, peer_dev: str) -> None:
+    """Create a veth pair: ``dev`` inside ``netns``, its peer ``peer_dev`` inside
+    ``peer_netns`` (both namespaces must exist; nothing appears in the root one)."""
+    run(["ip", "link", "add", dev, "type", "veth", "peer", "name", peer_dev, "netns",
+         peer_netns], netns=netns)
+
+
 def link_up(dev: str, netns: str | None = None) -> None:
     """Set ``dev`` up (inside ``netns`` when given)."""
     run(["ip", "link", "set", dev, "up"], netns=netns)

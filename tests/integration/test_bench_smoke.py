@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,94 @@ def test_tap_ceiling_short() -> None:
         if m is not None:
             found[m[1]] = (positive(m[2]), positive(m[3]))
     assert set(found) == {"tx", "rx", "echo"}, out
+
+
+RUN_ALL_ROW = re.compile(
+    rf"^(?P<part>iscsi|tcp|kernel)\s+(?P<test>[a-z0-9-]+)\s+(?P<who>[a-z-]+)\s+"
+    rf"(?P<mtu>\d+|-)\s+(?P<offload>on|off|-)\s+(?P<mbs>{NUMBER}|n/a)\s+"
+    rf"(?P<iops>{NUMBER}|-)\s+(?P<check>ok|-|n/a|FAIL)(?:\s+(?P<rest>.*))?$")
+
+
+def _pytcp_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pmd_pytcp") is not None
+
+
+def test_run_all_tiny(tmp_path: Path) -> None:
+    for tool in ("tgtd", "tgtadm", "iscsi-perf", "qemu-img"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    json_file = tmp_path / "run_all.json"
+    out = run_bench("run_all.py", "--quick", "--size", "4M", "--tcp-size", "4M",
+                    "--pytcp-size", "1M", "--random-count", "300", "--random-seconds", "0.5",
+                    "--perf-seconds", "1", "--ceiling-seconds", "0.3",
+                    "--json-file", str(json_file), timeout=180)
+    rows = {}
+    for line in out.splitlines():
+        m = RUN_ALL_ROW.match(line)
+        if m is not None:
+            key = (m["part"], m["test"], m["who"], m["mtu"], m["offload"])
+            assert key not in rows, line
+            rows[key] = m
+    expected = set()
+    for test in ("seq-read", "seq-write", "rand-read-qd1", "rand-read-qd32"):
+        for mtu in ("1500", "65520"):
+            for off in ("off", "on"):
+                expected.add(("iscsi", test, "bootinit", mtu, off))
+    expected |= {("iscsi", t, "iscsi-perf", "-", "-")
+                 for t in ("seq-read", "rand-read-qd1", "rand-read-qd32")}
+    expected |= {("iscsi", t, "qemu-img", "-", "-") for t in ("seq-read", "seq-write")}
+    for d in ("tcp-recv", "tcp-send"):
+        for mtu in ("1500", "65520"):
+            expected |= {("tcp", d, "bootinit", mtu, "off"), ("tcp", d, "bootinit", mtu, "on"),
+                         ("tcp", d, "pytcp", mtu, "off"), ("tcp", d, "tap-raw", mtu, "off")}
+        expected.add(("kernel", d, "kernel", "65520", "on"))
+    assert set(rows) == expected, out
+    pytcp = _pytcp_installed()
+    for (part, test, who, _mtu, _off), m in rows.items():
+        if who == "pytcp" and not pytcp:
+            assert m["check"] == "n/a" and "pmd-pytcp not installed" in m["rest"], m[0]
+            continue
+        positive(m["mbs"])
+        if test.startswith("rand"):
+            positive(m["iops"])
+        # Every transfer that can be checked was (data compared, or sha256 both ways).
+        verified = who in ("bootinit", "pytcp", "kernel") or (who, test) == (
+            "qemu-img", "seq-write")
+        assert m["check"] == ("ok" if verified else "-"), m[0]
+        if who == "bootinit" and part == "tcp":
+            assert "/tap" in m["rest"] and ("/pytcp" in m["rest"]) == pytcp, m[0]
+            if m["mtu"] == "65520":
+                assert "/kernel" in m["rest"], m[0]
+        if who == "bootinit" and test.startswith("seq"):
+            assert ">=0.8x libiscsi: " in m["rest"], m[0]
+    goals = out[out.index("goals (issue 6):"):].splitlines()[1:]
+    assert len(goals) == 4 and all(re.search(r"(MET|not met|cannot be judged)", g)
+                                   for g in goals), out
+    doc = json.loads(json_file.read_text())
+    assert len(doc["rows"]) == len(expected)
+    assert not [r for r in doc["rows"] if r["check"] == "FAIL"]
+    assert [g["goal"] for g in doc["goals"]] == ["seq-read", "seq-write", "pytcp", "kernel"]
+    assert doc["info"]["kernel_veth"]["recv_sha_ok"] and doc["info"]["kernel_veth"]["send_sha_ok"]
+    if pytcp:
+        for res in doc["info"]["pytcp"].values():
+            assert res["recv_sha_ok"] and res["send_sha_ok"], res
+
+
+def test_run_all_reports_missing_pytcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pmd-pytcp the PyTCP rows say so (n/a with the reason), nothing is run."""
+    from bench import pytcp_peer, run_all
+    from netstack.harness import Topology
+
+    monkeypatch.setattr(pytcp_peer, "unavailable", lambda: pytcp_peer.INSTALL_HINT)
+    topo = Topology(netns="none", peer_ip=IPv4Interface("10.77.0.1/24"),
+                    our_ip=IPv4Interface("10.77.0.2/24"), our_mac=bytes(6), mtu=1500,
+                    bridge=None, peer_dev=None)
+    rows = run_all._pytcp_rows(pytcp_peer.measure(topo, 5001, 1 << 20))
+    assert [(r.test, r.check) for r in rows] == [("tcp-recv", "n/a"), ("tcp-send", "n/a")]
+    assert all("pmd-pytcp not installed" in r.note for r in rows)
+    info = {"settings": run_all.dataclasses.asdict(run_all.Settings(parts=["tcp"])),
+            "date": "now", "cpus": 2, "load_start": 0.0, "python": "3", "kernel": "6"}
+    text = run_all.table(rows, run_all.goal_summary(rows), info)
+    assert text.count("pmd-pytcp not installed (pip install '.[bench]')") == 2, text
