@@ -293,6 +293,10 @@ class Session:
         self._pending: deque[Task] = deque()
         self._delayed: list[Task] = []
         self._active: dict[int, Task] = {}
+        # A lower bound of the deadlines of the ACTIVE tasks (so next_deadline is O(1)):
+        # lowered when a task is sent, made exact again by _timers; a task finishing
+        # leaves it early, which costs one early (harmless) on_deadline.
+        self._task_deadline = _INF
         self._internal: deque[Task] = deque()
         self._tmfs: dict[int, _Tmf] = {}
         self._texts: deque[TextOp] = deque()
@@ -539,9 +543,8 @@ class Session:
             d = max(self._ping_sent, self._last_rx) + c.nop_timeout
         elif c.nop_interval is not None and st is SessionState.FULL_FEATURE:
             d = self._last_rx + c.nop_interval
-        for t in self._active.values():
-            if t.state is TaskState.ACTIVE and t.deadline < d:
-                d = t.deadline
+        if self._task_deadline < d:
+            d = self._task_deadline
         for tmf in self._tmfs.values():
             d = min(d, tmf.deadline)
         for t in self._delayed:
@@ -781,6 +784,8 @@ class Session:
                                else self.config.command_timeout)
         task.reset_transfer()
         self._active[itt] = task
+        if task.deadline < self._task_deadline:
+            self._task_deadline = task.deadline
         exp = req.expected_length
         data: BytesLike = b""
         final = True
@@ -1483,9 +1488,13 @@ class Session:
         elif (c.nop_interval is not None and self.state is SessionState.FULL_FEATURE
               and now >= self._last_rx + c.nop_interval and self._transport == _T_UP):
             self._send_ping(now)
+        self._task_deadline = _INF  # exact again below (tasks sent meanwhile lower it)
         for task in list(self._active.values()):
-            if task.state is TaskState.ACTIVE and now >= task.deadline:
-                self._start_abort(task, now)
+            if task.state is TaskState.ACTIVE:
+                if now >= task.deadline:
+                    self._start_abort(task, now)
+                elif task.deadline < self._task_deadline:
+                    self._task_deadline = task.deadline
         for itt, tmf in list(self._tmfs.items()):
             if now >= tmf.deadline:
                 del self._tmfs[itt]
