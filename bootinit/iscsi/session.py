@@ -513,7 +513,7 @@ class Session:
         on each in turn, but in the full feature phase the PDUs of all of them are
         parsed first and then processed together (one pump and one round of callbacks
         per batch instead of per piece). Placement stays exact because the parser drops
-        a task's buffer as soon as it parses the task's status."""
+        a task's buffer as soon as it parses the task's status (RFC 7143 §11.7.4)."""
         parser = self._parser
         if len(chunks) == 1 or parser is None or self.state is not SessionState.FULL_FEATURE:
             for c in chunks:
