@@ -136,7 +136,7 @@ class IscsiSession:
     def submit(self, request: ScsiRequest, callback: TaskCallback | None = None) -> Task:
         """Queue a command; ``callback(task)`` runs inside the loop when it is done."""
         task = self.session.submit(request, callback, now=self.loop.time())
-        self.conn.service()
+        self.conn.submitted()
         return task
 
     def execute(self, request: ScsiRequest) -> Task:

@@ -33,9 +33,14 @@ from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError
 from netstack.tcp.layer import TcpLayer
 
 #: Most frames (and bytes) handled per wake-up before output is flushed: one ACK per
-#: batch, and a batch small enough that the sender never waits for it (ACK clocking).
+#: batch, and a batch small enough that the sender never waits for it (ACK clocking):
+#: the byte budget is also at most half the receive window (``TcpConfig.rcvbuf``), so
+#: the peer can always send the other half while we work. With GSO frames (64 KiB) a
+#: larger budget means fewer wake-ups and ACKs per MiB, for us and for the sender
+#: (measured on a loaded 2-CPU machine: 512 KiB -> 2 MiB took ~15% off our CPU per
+#: MiB of iSCSI read, and off the target's).
 MAX_BATCH = 64
-MAX_BATCH_BYTES = 512 * 1024
+MAX_BATCH_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -89,6 +94,7 @@ class NetStack:
                                 self.counters.layer("dhcp"))
             self.dhcp = InterfaceDhcp(self.iface, client)
         self.tcp_config = config.tcp or TcpConfig()
+        self._batch_bytes = max(1, min(MAX_BATCH_BYTES, self.tcp_config.rcvbuf // 2))
         self._started = False
         self._closed = False
 
@@ -149,7 +155,7 @@ class NetStack:
         link = self.link
         iface = self.iface
         now = self.loop.time()
-        budget = MAX_BATCH_BYTES
+        budget = self._batch_bytes
         if self._offload is not None:
             recv_offload = self._offload.recv_offload
             for _ in range(MAX_BATCH):

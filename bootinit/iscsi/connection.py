@@ -39,6 +39,9 @@ class IscsiConnection:
         self.conn: TcpConnection | None = None
         self._made = False
         self._closed = False
+        # Inside _on_tcp: commands submitted from completion callbacks are written by
+        # the service() at its end (see submitted()).
+        self._in_tcp = False
         self.connects = 0
         self.loop.add_deadline_source(self)
         self.service()
@@ -89,6 +92,13 @@ class IscsiConnection:
                 self._drop(kind, now)
         self._flush()
 
+    def submitted(self) -> None:
+        """A command was queued: write it now, unless this runs inside the connection's
+        own callback (a completion callback submitting the next command), whose end
+        writes every command queued meanwhile at once."""
+        if not self._in_tcp:
+            self.service()
+
     def _connect(self, portal: Portal, now: float) -> None:
         s = self.session
         if self.conn is not None:  # a leftover the session no longer uses
@@ -136,10 +146,12 @@ class IscsiConnection:
             self._made = True
             s.connection_made(now)
         if self._made and conn.available():
-            for chunk in conn.recv_chunks():  # views into the frames: Data-In is copied
-                s.receive(chunk, now)         # once, from the frame to its buffer
-                if conn is not self.conn:
-                    break
+            # Views into the frames: Data-In is copied once, from the frame to its buffer.
+            self._in_tcp = True
+            try:
+                s.receive_chunks(conn.recv_chunks(), now)
+            finally:
+                self._in_tcp = False
             act = s.transport_action()
             if act is not None and act[0] != "connect":
                 # The session is done with this connection (a login redirection): drop

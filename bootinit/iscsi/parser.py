@@ -12,7 +12,10 @@ Data-In placement (the hot path): the session registers a writable buffer per
 Initiator Task Tag with :meth:`PduParser.place`; the payload of each Data-In for
 that ITT is copied straight from the TCP chunk into ``buffer[BufferOffset:]``
 and the :class:`~bootinit.iscsi.pdu.DataIn` handed back has ``placed=True`` and
-no data.  That is the only copy of the payload.
+no data.  That is the only copy of the payload.  The PDU that carries the task's
+status (a SCSI Response, or a Data-In with the S bit, RFC 7143 §11.7.4) removes the
+placement as it is parsed, so a later PDU for that ITT never reaches the buffer even
+when several chunks are parsed before the session sees the status.
 
 Errors:
 
@@ -65,6 +68,7 @@ _S_DDIGEST = 3  # data digest
 
 _MAX_HEADER = BHS_LEN + 255 * 4 + 4
 _DATA_IN = int(Opcode.DATA_IN)
+_SCSI_RESPONSE = int(Opcode.SCSI_RESPONSE)
 
 
 class PduParser:
@@ -314,6 +318,12 @@ class PduParser:
         if placed and isinstance(pdu, DataIn):
             pdu.placed = True
             pdu.segment_length = self._data_len
+        if self._placements and (h[0] & 0x3F == _SCSI_RESPONSE or (
+                h[0] & 0x3F == _DATA_IN and h[1] & 0x01)):
+            # Status (a SCSI Response, or Data-In with the S bit, §11.7.4) ends the task:
+            # no later PDU for this ITT may write into its buffer, even one parsed
+            # before the session has processed this one (a batch of chunks).
+            self._placements.pop(int.from_bytes(h[16:20], "big"), None)
         item: ParsedItem = pdu
         if self._state == _S_DDIGEST:
             got = int.from_bytes(self._hbuf[_MAX_HEADER:], "little")

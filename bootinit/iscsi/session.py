@@ -293,6 +293,10 @@ class Session:
         self._pending: deque[Task] = deque()
         self._delayed: list[Task] = []
         self._active: dict[int, Task] = {}
+        # A lower bound of the deadlines of the ACTIVE tasks (so next_deadline is O(1)):
+        # lowered when a task is sent, made exact again by _timers; a task finishing
+        # leaves it early, which costs one early (harmless) on_deadline.
+        self._task_deadline = _INF
         self._internal: deque[Task] = deque()
         self._tmfs: dict[int, _Tmf] = {}
         self._texts: deque[TextOp] = deque()
@@ -504,6 +508,38 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
+    def receive_chunks(self, chunks: list[bytes | memoryview], now: float) -> None:
+        """Several received pieces at once (one TCP batch): the same as :meth:`receive`
+        on each in turn, but in the full feature phase the PDUs of all of them are
+        parsed first and then processed together (one pump and one round of callbacks
+        per batch instead of per piece). Placement stays exact because the parser drops
+        a task's buffer as soon as it parses the task's status (RFC 7143 §11.7.4)."""
+        parser = self._parser
+        if len(chunks) == 1 or parser is None or self.state is not SessionState.FULL_FEATURE:
+            for c in chunks:
+                self.receive(c, now)
+                if self._parser is None or self._transport != _T_UP:
+                    return
+            return
+        if self._transport != _T_UP:
+            return
+        self._now_hint = now
+        self._last_rx = now
+        items: list[ParsedItem] = []
+        try:
+            for c in chunks:
+                items += parser.feed(c)
+        except IscsiError as e:
+            # PDUs parsed before the bad bytes are handled first, as if fed one by one.
+            self._process(items, now)
+            if self._parser is parser and self._transport == _T_UP:
+                self._fatal_input(e, now)
+            self._run_callbacks()
+            return
+        self._process(items, now)
+        self._pump(now)
+        self._run_callbacks()
+
     def receive(self, data: BytesLike, now: float) -> None:
         """Bytes received on the transport (any chunking)."""
         self._now_hint = now
@@ -539,9 +575,8 @@ class Session:
             d = max(self._ping_sent, self._last_rx) + c.nop_timeout
         elif c.nop_interval is not None and st is SessionState.FULL_FEATURE:
             d = self._last_rx + c.nop_interval
-        for t in self._active.values():
-            if t.state is TaskState.ACTIVE and t.deadline < d:
-                d = t.deadline
+        if self._task_deadline < d:
+            d = self._task_deadline
         for tmf in self._tmfs.values():
             d = min(d, tmf.deadline)
         for t in self._delayed:
@@ -781,6 +816,8 @@ class Session:
                                else self.config.command_timeout)
         task.reset_transfer()
         self._active[itt] = task
+        if task.deadline < self._task_deadline:
+            self._task_deadline = task.deadline
         exp = req.expected_length
         data: BytesLike = b""
         final = True
@@ -1483,9 +1520,13 @@ class Session:
         elif (c.nop_interval is not None and self.state is SessionState.FULL_FEATURE
               and now >= self._last_rx + c.nop_interval and self._transport == _T_UP):
             self._send_ping(now)
+        self._task_deadline = _INF  # exact again below (tasks sent meanwhile lower it)
         for task in list(self._active.values()):
-            if task.state is TaskState.ACTIVE and now >= task.deadline:
-                self._start_abort(task, now)
+            if task.state is TaskState.ACTIVE:
+                if now >= task.deadline:
+                    self._start_abort(task, now)
+                elif task.deadline < self._task_deadline:
+                    self._task_deadline = task.deadline
         for itt, tmf in list(self._tmfs.items()):
             if now >= tmf.deadline:
                 del self._tmfs[itt]

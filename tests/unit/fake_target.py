@@ -603,7 +603,10 @@ class Harness:
 
     def __init__(self, target: FakeTarget, config: SessionConfig | None = None, *,
                  t0: float = 1000.0, chunk: int | None = None, seed: int = 1,
-                 **overrides: object) -> None:
+                 batch: bool = False, **overrides: object) -> None:
+        """``chunk``: split the target's output in random pieces of 1..chunk bytes;
+        ``batch``: hand those pieces over in one :meth:`Session.receive_chunks` call
+        (as the TCP glue does with one batch of frames) instead of one by one."""
         self.now = t0
         self.target = target
         if config is None:
@@ -616,6 +619,7 @@ class Harness:
             config = SessionConfig(**kw)  # type: ignore[arg-type]
         self.session = Session(config, now=self.now)
         self.chunk = chunk
+        self.batch = batch
         self.rng = random.Random(seed)
         self.up = False
         self.connects: list[Portal] = []
@@ -657,7 +661,15 @@ class Harness:
             back = t.take_output()
             if back:
                 moved = True
-                if self.chunk:
+                if self.chunk and self.batch:
+                    pieces: list[bytes | memoryview] = []
+                    pos = 0
+                    while pos < len(back):
+                        n = self.rng.randint(1, self.chunk)
+                        pieces.append(memoryview(back)[pos:pos + n])
+                        pos += n
+                    s.receive_chunks(pieces, self.now)
+                elif self.chunk:
                     pos = 0
                     while pos < len(back) and self.up:
                         n = self.rng.randint(1, self.chunk)

@@ -96,6 +96,38 @@ def test_unplaced_data_in_keeps_its_data() -> None:
     assert isinstance(out, P.DataIn) and bytes(out.data) == b"hello" and not out.placed
 
 
+@pytest.mark.parametrize("digests", [False, True])
+@pytest.mark.parametrize("status_pdu", ["data_in", "scsi_response"])
+def test_status_forgets_the_placement_at_once(digests: bool, status_pdu: str) -> None:
+    """RFC 7143 §11.7.4: the PDU with the task's status ends it; a stray Data-In for the
+    same ITT parsed after it (in the same feed) must not write into the buffer."""
+    last: P.Pdu
+    if status_pdu == "data_in":
+        last = P.DataIn(itt=7, final=True, status_present=True, datasn=1, buffer_offset=4,
+                        data=b"EFGH")
+    else:
+        last = P.ScsiResponse(itt=7, status=0, statsn=2, exp_cmdsn=3, max_cmdsn=10)
+    pdus: list[P.Pdu] = [P.DataIn(itt=7, datasn=0, buffer_offset=0, data=b"ABCD"), last,
+                         P.DataIn(itt=7, datasn=2, buffer_offset=0, data=b"xxxx")]
+    wire = b"".join(P.encode_bytes(p, header_digest=digests, data_digest=digests)
+                    for p in pdus)
+    dest = bytearray(8)
+    parser = PduParser(header_digest=digests, data_digest=digests)
+    parser.place(7, dest)
+    out = parser.feed(wire)
+    assert len(out) == 3
+    first, _, stray = out
+    assert isinstance(first, P.DataIn) and first.placed
+    assert isinstance(stray, P.DataIn) and not stray.placed and bytes(stray.data) == b"xxxx"
+    assert dest == (b"ABCDEFGH" if status_pdu == "data_in" else b"ABCD\0\0\0\0")
+    parser.place(8, bytearray(4))  # other placements are kept
+    parser.feed(P.encode_bytes(P.ScsiResponse(itt=7, status=0, statsn=3), header_digest=digests,
+                               data_digest=digests))
+    (again,) = parser.feed(P.encode_bytes(P.DataIn(itt=8, datasn=0, data=b"1234"),
+                                          header_digest=digests, data_digest=digests))
+    assert isinstance(again, P.DataIn) and again.placed
+
+
 def test_placement_outside_buffer_is_fatal() -> None:
     parser = PduParser()
     parser.place(7, bytearray(100))

@@ -102,6 +102,75 @@ def test_chunked_input_and_digests(digests: bool) -> None:
     assert buf_of(r) == data and t.violations == []
 
 
+@pytest.mark.parametrize("digests", [False, True])
+@pytest.mark.parametrize("in_order", [True, False])
+@pytest.mark.parametrize("chunk", [1, 97, 5000])
+def test_batched_chunks_same_as_one_by_one(digests: bool, in_order: bool, chunk: int) -> None:
+    """receive_chunks (one TCP batch) gives the same data and counters as feeding every
+    piece alone: reads of several Data-In PDUs each, in or out of order, queue depth 8."""
+    results = []
+    for batch in (False, True):
+        settings = TargetSettings(header_digest=digests, data_digest=digests,
+                                  data_pdu_in_order=in_order)
+        t = FakeTarget(settings=settings)
+        op = OperationalConfig(header_digest=("CRC32C", "None"),
+                               data_digest=("CRC32C", "None"), data_pdu_in_order=in_order,
+                               max_recv_data_segment_length=4096)
+        h = Harness(t, chunk=chunk, batch=batch, operational=op, queue_depth=8)
+        s = h.login()
+        data = pattern(256 * BS, 11)
+        t.luns[0].write(0, data)
+        t.datain_reverse = not in_order
+        reads = [read(h, lba, 16) for lba in range(0, 256, 16)]
+        h.run_until(lambda reads=reads: done(*reads))  # type: ignore[misc]
+        assert [buf_of(r) for r in reads] == [data[i * 16 * BS:(i + 1) * 16 * BS]
+                                             for i in range(16)]
+        assert t.violations == []
+        c = s.counters.as_dict()
+        results.append((c["commands"], c["pdus_in"], c.get("errors", {})))
+    assert results[0] == results[1]
+
+
+def test_batched_chunks_stray_data_in_after_status_never_lands() -> None:
+    """A target bug: a second Data-In after the one with status, in the same batch. The
+    buffer handed back complete is not written again; the stray PDU is counted stale."""
+    t = FakeTarget()
+    h = Harness(t, chunk=50, batch=True)
+    s = h.login()
+    data = pattern(4 * BS, 5)
+    t.luns[0].write(0, data)
+
+    def hook(cmd: ScsiCommand, pdus: list[DataIn]) -> list[DataIn]:
+        pdus[-1].final = pdus[-1].status_present = True  # the real status...
+        return [*pdus, DataIn(itt=cmd.itt, datasn=len(pdus), buffer_offset=0,
+                              data=b"\x99" * BS)]  # ...then a stray one (gets S too)
+
+    t.datain_hook = hook
+    r = read(h, 0, 4)
+    h.run_until(lambda: r.done)
+    assert r.error is None and buf_of(r) == data
+    assert s.counters.get("errors", "stale_pdus") == 1
+
+
+def test_batched_chunks_bad_pdu_after_good_ones() -> None:
+    """PDUs parsed before a fatal parse error in the same batch are processed first (the
+    task they complete completes); then the connection is dropped and I/O goes on."""
+    t = FakeTarget()
+    h = Harness(t, chunk=30, batch=True)
+    s = h.login()
+    data = pattern(2 * BS, 6)
+    t.luns[0].write(0, data)
+    r = read(h, 0, 2)
+    h.settle()
+    t.out += b"\xff" * 48  # an unknown opcode right behind the Data-In with status
+    h.run_until(lambda: r.done)
+    assert r.error is None and buf_of(r) == data
+    r2 = read(h, 0, 2)
+    h.run_until(lambda: r2.done)
+    assert r2.error is None and buf_of(r2) == data
+    assert len(h.connects) == 2 and s.counters.get("commands", "completed") == 2
+
+
 def test_data_in_split_across_pdus_of_our_mrdsl() -> None:
     t = FakeTarget()
     h = Harness(t, operational=OperationalConfig(max_recv_data_segment_length=4096))
