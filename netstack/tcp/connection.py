@@ -91,6 +91,9 @@ class TcpConfig:
     window_scaling: bool = True
     initial_cwnd_segments: int = 10  # RFC 6928
     challenge_ack_per_second: int = 10  # RFC 5961 §7
+    tail_loss_probe: bool = True  # RFC 8985 §7 (TLP); needs SACK
+    wc_delack: float = 0.2  # RFC 8985 WCDelAckT: worst-case delayed ACK of the peer
+    spurious_rto_undo: bool = True  # RFC 3522 detection, RFC 4015 response; timestamps
 
 
 # Timer kinds kept in TcpConnection._timers
@@ -99,6 +102,7 @@ _T_PERSIST = 1
 _T_KEEPALIVE = 2
 _T_TIMEWAIT = 3  # TIME_WAIT and FIN_WAIT_2 limit
 _T_GIVEUP = 4  # connect timeout / user timeout
+_T_PTO = 5  # tail loss probe (RFC 8985 §7.2)
 
 
 class TcpConnection:
@@ -187,7 +191,15 @@ class TcpConnection:
         self._challenge_count = 0
         self._syn_tries = 0
 
-        self._timers: list[float | None] = [None, None, None, None, None]
+        # Tail loss probe (RFC 8985 §7) and spurious RTO undo (RFC 3522, RFC 4015)
+        self._tlp_end: int | None = None  # TLP.end_seq: a probe is out until ACKed past it
+        self._tlp_rtx = False  # the probe resent data (its ACK gives no RTT sample)
+        self._tlp_flight = 0  # FlightSize when the probe went out
+        self._rto_tsval: int | None = None  # RetransmitTS of the first RTO retransmission
+        self._undo = (0, 0)  # (cwnd, ssthresh) before that RTO
+        self._dsack: tuple[int, int] | None = None  # RFC 2883: duplicate to report once
+
+        self._timers: list[float | None] = [None, None, None, None, None, None]
 
     # ----------------------------------------------------------------- user API
     @property
@@ -350,14 +362,23 @@ class TcpConnection:
         if self.ts_ok or (syn_opts is not None and syn_opts.ts_val is not None):
             opts.ts_val = self._ts_now(now)
             opts.ts_ecr = self._ts_recent
-        if with_sack and self.sack_ok and self._ooo:
+        if with_sack and self.sack_ok and (self._ooo or self._dsack):
             limit = 3 if self.ts_ok else 4
             if payload:
                 # SACK blocks must fit beside the payload: self.mss already leaves room
                 # for the timestamps only (RFC 6691: options count against the MSS).
                 limit = min(limit, max(0, (self.mss - len(payload) - 4) // 8))
             if limit:
-                opts.sack = self._sack_blocks(limit)
+                blocks: list[tuple[int, int]] = []
+                if self._dsack is not None:
+                    # RFC 2883 §4: the duplicate first, reported once, so the sender can
+                    # tell a spurious retransmission (and undo its window reduction).
+                    blocks.append(self._dsack)
+                    self._dsack = None
+                    self._c["dsack_out"] += 1
+                if self._ooo and len(blocks) < limit:
+                    blocks += self._sack_blocks(limit - len(blocks))
+                opts.sack = blocks
         if flags & SYN:
             window = min(self.config.rcvbuf, 0xFFFF)
         else:
@@ -448,6 +469,8 @@ class TcpConnection:
                     # whose ACK was lost: see _old_retransmission.
                     self._ts_recent = opts.ts_val
                     self._c["ts_refreshed_by_duplicate"] += 1
+                if plen and sq.le(sq.add(seg.seq, plen), self.rcv_nxt):
+                    self._dsack = (seg.seq, sq.add(seg.seq, plen))
                 self._send_ack_now()  # old data again: our ACK was lost, tell it now
             else:
                 # A pure ACK or a SYN outside the window: answer at the challenge-ACK
@@ -697,13 +720,22 @@ class TcpConnection:
 
         window = seg.window << self.snd_wscale
         acked = sq.diff(ack, self.snd_una)
+        new_sack = False
         if self.sack_ok and seg.opts.sack:
+            before = self._sacked_bytes()
             self._update_scoreboard(seg.opts.sack)
+            new_sack = self._sacked_bytes() > before
 
         if acked > 0:
             self._ack_advanced(ack, acked, seg, now)
+            if new_sack and not self._in_recovery and self._peer_sacked:
+                # RFC 6675 §5: loss is judged on every ACK carrying SACK information,
+                # not only on duplicates (with ACKs lost, the duplicates may never come).
+                self._maybe_recover(now)
         elif acked == 0 and not seg.payload and not seg.flags & FIN and \
-                window == self.snd_wnd and self._flight() > 0:
+                self._flight() > 0 and (window == self.snd_wnd or new_sack):
+            # RFC 6675 §2: an ACK that SACKs new data is a duplicate even when the
+            # window changed (RFC 5681's definition wants the same window).
             self._dupack(now)
 
         # Window update (RFC 9293 §3.10.7.4: SND.WL1/WL2 rule)
@@ -749,8 +781,8 @@ class TcpConnection:
         # RTT (RFC 6298 §3 / RFC 7323 §4): timestamps echo, else Karn timing. Karn's rule
         # holds for timestamps too: an ACK of retransmitted data (up to the recovery point)
         # may echo the original transmission's timestamp, so it gives no sample.
-        if self._retransmitted and sq.le(ack, self._recover):
-            pass
+        if (self._retransmitted and sq.le(ack, self._recover)) or self._tlp_rtx:
+            pass  # the probe resent data: whose transmission does the ACK answer?
         elif self.ts_ok and seg.opts.ts_val is not None and seg.opts.ts_ecr:
             sample = (self._ts_now(now) - seg.opts.ts_ecr) & sq.MASK
             if sample < 600_000:
@@ -760,6 +792,10 @@ class TcpConnection:
             self._rtt_seq = None
         if self._retransmitted and sq.gt(ack, self._recover):
             self._retransmitted = False
+        if self._rto_tsval is not None:
+            self._check_spurious_rto(seg)
+        if self._tlp_end is not None and sq.ge(ack, self._tlp_end):
+            self._tlp_acked(seg, ack)
         # Progress: undo the timer backoff (as BSD does when SND.UNA advances)
         self._backoff = 0
         self.rto = self._rto_base
@@ -793,15 +829,112 @@ class TcpConnection:
                 self.cwnd += min(acked, mss)  # slow start (RFC 5681 §3.1, ABC L=1*SMSS)
             else:
                 self.cwnd += max(1, mss * mss // max(self.cwnd, 1))
-        # Retransmission timer (RFC 6298 §5.2/5.3)
+        # Retransmission timer (RFC 6298 §5.2/5.3), probe timer (RFC 8985 §7.2)
         if self._flight() > 0:
             self._timers[_T_RTX] = now + self.rto
+            self._arm_pto(now)
         else:
             self._timers[_T_RTX] = None
+            self._timers[_T_PTO] = None
         self._timers[_T_GIVEUP] = None
         if self._sndbuf or self._fin_queued:
             self._want_output()
         self._notify()  # send space opened
+
+    def _check_spurious_rto(self, seg: Segment) -> None:
+        """Eifel detection (RFC 3522 §2) on the first acceptable ACK after an RTO.
+
+        An echo older than the first retransmission's timestamp answers the original
+        transmission: the RTO was spurious (its ACKs were lost or late). Then the
+        window reduction is undone (RFC 4015 §3, the Eifel response, simplified: the
+        window before the timeout comes back) and loss recovery stops, instead of
+        resending a whole flight that has arrived and restarting from one segment.
+        """
+        tsval, self._rto_tsval = self._rto_tsval, None
+        ecr = seg.opts.ts_ecr
+        if tsval is None or not ecr or not sq.lt(ecr, tsval):
+            return
+        self._c["spurious_rto"] += 1
+        cwnd, ssthresh = self._undo
+        self.cwnd = max(self.cwnd, cwnd)
+        self.ssthresh = max(self.ssthresh, ssthresh)
+        self._in_recovery = False
+        self._loss_state = False
+        self._rtx_at.clear()
+        self._retransmitted = False
+        self._recover = sq.add(self.snd_una, -1)  # real losses may start recovery again
+
+    def _arm_pto(self, now: float) -> None:
+        """Arm the tail loss probe (RFC 8985 §7.2): PTO = 2·SRTT, plus the peer's
+        worst-case delayed ACK when one segment is in flight, plus 2 ms of timer slack
+        otherwise (as Linux does), and only when it comes before the RTO."""
+        t = self._timers
+        t[_T_PTO] = None
+        if not (self.config.tail_loss_probe and self.sack_ok) or self.srtt is None or \
+                self._in_recovery or self._tlp_end is not None or \
+                self._fin_seq is not None or \
+                self.state not in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+            return
+        flight = self._flight()
+        if flight <= 0:
+            return
+        pto = 2 * self.srtt + (self.config.wc_delack if flight <= self.mss else 0.002)
+        rtx = t[_T_RTX]
+        if rtx is not None and now + pto >= rtx:
+            return
+        t[_T_PTO] = now + pto
+
+    def _on_pto(self, now: float) -> None:
+        """Send the loss probe (RFC 8985 §7.3): one new segment if the peer's window
+        takes it, else the last segment again. The congestion window is left alone:
+        the probe's ACK (SACK) turns a tail loss into fast recovery, or shows that only
+        ACKs were lost, without waiting for the RTO and restarting from one segment."""
+        self._timers[_T_PTO] = None
+        if self._in_recovery or self._tlp_end is not None or self._fin_seq is not None or \
+                self._flight() <= 0:
+            return
+        una, mss = self.snd_una, self.mss
+        off = sq.diff(self.snd_nxt, una)
+        unsent = len(self._sndbuf) - off
+        if unsent > 0 and self.snd_wnd - off >= min(mss, unsent):
+            n = min(mss, unsent)
+            seqno = self.snd_nxt
+            self.snd_nxt = sq.add(seqno, n)
+            if sq.gt(self.snd_nxt, self.snd_max):
+                self.snd_max = self.snd_nxt
+            self._c["bytes_out"] += n
+            self._tlp_rtx = False
+        else:
+            n = min(mss, off)
+            if n <= 0:
+                return
+            seqno = sq.add(self.snd_nxt, -n)
+            self._tlp_rtx = True
+            self._c["retransmits"] += 1
+        start = sq.diff(seqno, una)
+        self.layer.queue_raw(self, self._segment(
+            seqno, self.rcv_nxt, ACK | PSH, bytes(self._sndbuf[start:start + n]), now))
+        self._tlp_end = self.snd_nxt
+        self._tlp_flight = self._flight()
+        self._c["tlp_probes"] += 1
+        self._timers[_T_RTX] = now + self.rto
+        self._last_activity = now
+
+    def _tlp_acked(self, seg: Segment, ack: int) -> None:
+        """The probe's episode ends (RFC 8985 §7.4). A resent probe ACKed without a
+        D-SACK (RFC 2883) of it repaired a real loss: respond as to a loss."""
+        self._tlp_end = None
+        if not self._tlp_rtx:
+            return
+        self._tlp_rtx = False
+        sack = seg.opts.sack
+        if sack and sq.le(sack[0][1], ack):
+            self._c["tlp_spurious"] += 1  # D-SACK: the original had arrived
+            return
+        if not self._in_recovery:
+            self._c["tlp_recoveries"] += 1
+            self.ssthresh = max(self._tlp_flight // 2, 2 * self.mss)
+            self.cwnd = min(self.cwnd, self.ssthresh)
 
     def _dupack(self, now: float) -> None:
         self._dupacks += 1
@@ -811,11 +944,20 @@ class TcpConnection:
             if not self.sack_ok:
                 self.cwnd += mss  # inflate (RFC 5681 §3.2 step 4); SACK uses pipe instead
             self._want_output()
-        elif self._limited_transmit():
+        elif not self._maybe_recover(now) and self._limited_transmit():
             self._want_output()
-        elif (self._dupacks >= self._dupthresh() or (
+
+    def _maybe_recover(self, now: float) -> bool:
+        """Enter fast retransmit / loss recovery (RFC 5681 §3.2, RFC 6582 §3.2 step 2,
+        RFC 6675 §5) when loss is seen and the last recovery's point is passed.
+
+        ``_recover`` holds SND.MAX at the last entry, so RFC 6582's "SND.UNA beyond
+        recover (= the highest sequence sent)" is SND.UNA >= _recover.
+        """
+        mss = self.mss
+        if (self._dupacks >= self._dupthresh() or (
                 self.sack_ok and self._sacked_bytes() >= mss)) and \
-                sq.gt(self.snd_una, self._recover):
+                sq.ge(self.snd_una, self._recover):
             # With SACK one full segment SACKed above the hole is taken as loss: a LAN
             # seldom reorders, and small flights would otherwise wait for the RTO.
             self._c["fast_retransmits"] += 1
@@ -829,7 +971,10 @@ class TcpConnection:
             if self.sack_ok:
                 self.cwnd = self.ssthresh  # RFC 6675 §5 step 4.2
             self._timers[_T_RTX] = now + self.rto
+            self._timers[_T_PTO] = None
             self._want_output()
+            return True
+        return False
 
     def _limited_transmit(self) -> bool:
         """RFC 3042: the first two duplicate ACKs may each send one new segment."""
@@ -878,6 +1023,7 @@ class TcpConnection:
         if off > 0:  # starts before rcv_nxt: trim the old part
             if off >= len(payload):
                 c["dup_data"] += 1
+                self._dsack = (seqno, sq.add(seqno, len(payload)))
                 self._send_ack_now()
                 return
             payload = payload[off:]
@@ -1047,6 +1193,9 @@ class TcpConnection:
         per = t[_T_PERSIST]
         if per is not None and now >= per:
             self._on_persist(now)
+        pto = t[_T_PTO]
+        if pto is not None and now >= pto:
+            self._on_pto(now)
         ka = t[_T_KEEPALIVE]
         if ka is not None and now >= ka:
             self._on_keepalive(now)
@@ -1091,8 +1240,14 @@ class TcpConnection:
         if self._timers[_T_GIVEUP] is None:
             self._timers[_T_GIVEUP] = now + self.config.user_timeout
         if self._backoff == 0:
+            if self.ts_ok and self.config.spurious_rto_undo and self.rto >= 0.002:
+                self._undo = (self.cwnd, self.ssthresh)  # RFC 4015 §3: kept for undo
+                self._rto_tsval = self._ts_now(now)  # RFC 3522 §2: RetransmitTS
             self.ssthresh = max(self._flight() // 2, 2 * self.mss)
         self.cwnd = self.mss
+        self._tlp_end = None  # RFC 8985 §7.4: an RTO ends the probe's episode
+        self._tlp_rtx = False
+        self._timers[_T_PTO] = None
         self._backoff = min(self._backoff + 1, 16)
         self.rto = min(self._rto_base * (1 << self._backoff), self.config.max_rto)
         self._dupacks = 0
@@ -1192,7 +1347,10 @@ class TcpConnection:
                 sq.lt(self.snd_una, self.snd_nxt):
             sent += self._retransmit_one(self.snd_una, now, out)
             self._rtx_next = sq.add(self.snd_una, 1)
-        sent += self._send_new(now, out)
+        new = self._send_new(now, out)
+        if new and self._timers[_T_PTO] is None:
+            self._arm_pto(now)
+        sent += new
         if (self._ack_pending or self._ack_now) and not sent:
             out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
 
