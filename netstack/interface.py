@@ -30,8 +30,11 @@ segment is wrapped in IPv4 (DF, TTL 64, next identification) and Ethernet toward
 next hop (on-link destination or the gateway, RFC 1122 §3.3.1.1); a next hop not in the
 ARP cache gets its packets queued (bounded) while ARP resolves it. Datagrams larger than
 the MTU are fragmented when DF is clear (ICMP echo replies), dropped and counted
-(``ip.too_big``) when it is set. Everything queued — ARP requests and replies, echo
-replies, released and new data — is returned in order.
+(``ip.too_big``) when it is set — except TCP super-segments (TSO, only when the transport
+was told the link segments them): one :class:`~netstack.link.base.GsoFrame` each, with DF
+and one identification reserved per wire segment (``ip.gso_out``; cut here and sent as
+ordinary datagrams while the next hop is unresolved, ``ip.gso_split``). Everything queued
+— ARP requests and replies, echo replies, released and new data — is returned in order.
 
 The received ``segment`` handed to the transport is a memoryview into the frame passed
 to :meth:`receive_frame` (or into a reassembled datagram); a transport that keeps data

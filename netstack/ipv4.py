@@ -27,7 +27,8 @@ those that then wait for ARP), ``delivered``, ``truncated``, ``bad_version``,
 ``bad_src``, ``not_for_us``, ``link_broadcast_unicast``, ``padded``, ``fragments``,
 ``bad_fragment``, ``duplicate_fragments``, ``reassembled``, ``reassembly_timeouts``,
 ``reassembly_overflow``, ``reassembly_overlap``, ``fragments_out``, ``fragmented``,
-``no_route``, ``too_big``.
+``no_route``, ``too_big``; with TSO (counted by the interface) ``gso_out`` (super-datagrams;
+``out`` counts the datagrams the link makes of them) and ``gso_split``.
 """
 
 from __future__ import annotations

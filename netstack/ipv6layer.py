@@ -37,7 +37,8 @@
 
 Counters: layer ``ip6`` (``in``, ``out``, ``delivered``, ``truncated``, ``bad_version``,
 ``padded``, ``bad_src``, ``not_for_us``, ``tentative_dst``, extension-header drops by
-reason, fragment counters as IPv4's, ``no_route``, ``no_source``, ``too_big``,
+reason, fragment counters as IPv4's, ``no_route``, ``no_source``, ``too_big``, ``gso_out``
+and ``gso_split`` (TCP super-packets, :meth:`Ipv6Layer.send_tcp_gso`),
 ``unknown_protocol``, ``multicast_tcp``), ``icmp6`` (``in``, ``bad_checksum``, ``short``,
 ``echo_in``, ``echo_out``, ``echo_reply_in``, ``echo_request_out``, ``ns_in``, ``na_in``,
 ``ra_in``, ``na_out``, ``ns_out``, ``rs_out``, ``bad_hop_limit``, ``bad_ns``, ``bad_na``,

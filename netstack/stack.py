@@ -101,14 +101,15 @@ class NetStack:
         # A bare TAP with offloads: checksums the kernel vouches for are not verified
         # again, and TCP leaves the checksums of what it sends to the kernel; when the
         # kernel took TSO too, TCP sends super-segments the kernel cuts (never through a
-        # fault or pcap wrapper: they must see every frame as it is on the wire).
+        # fault or pcap wrapper: they must see every frame as it is on the wire; not
+        # with an 802.1Q tag: untested, no kernel here has 8021q or VLAN filtering).
         self._offload: TapLink | None = None
         self._tso: TapLink | None = None
         if isinstance(self.link, TapLink) and self.link.offload:
             self._offload = self.link
             self.link.tx_csum_partial = True
             self.tcp.tx_csum_partial = True
-            if self.link.gso_max_size:
+            if self.link.gso_max_size and self.config.vlan is None:
                 self._tso = self.link
                 self.tcp.tso_max = self.link.gso_max_size
         self.loop.add_link(self.link, self._on_readable)

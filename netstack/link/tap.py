@@ -21,6 +21,10 @@ pytap2 quirks handled here:
   time at exit (by then possibly reused): the registration is removed on close;
 * its descriptor is blocking: it is switched to non-blocking here.
 
+Offloads (``offload=True``): ``IFF_VNET_HDR`` frames (:mod:`netstack.link.gso`) with
+checksum offload both ways, GSO super-frames received, and TCP super-frames sent through
+:meth:`TapLink.send_gso` for the kernel to segment (TSO, :attr:`TapLink.gso_max_size`).
+
 Kernel facts (Linux 6.x): a TAP's maximum MTU is 65521; writing to a TAP whose
 kernel side is down fails with EIO; writes shorter than 14 bytes fail with EINVAL;
 after the device vanished (its namespace was deleted) read/write fail with EBADFD; a

@@ -10,7 +10,9 @@ What it follows:
   a give-up deadline);
 - RFC 5681 slow start / congestion avoidance, fast retransmit, RFC 6582 NewReno recovery;
 - RFC 5961 blind RST/SYN/ACK hardening with rate-limited challenge ACKs;
-- RFC 1122 §4.2.3.6 keepalive (off unless configured), §4.2.2.17 zero-window probing.
+- RFC 1122 §4.2.3.6 keepalive (off unless configured), §4.2.2.17 zero-window probing;
+- segmentation offload (TSO) when the layer's ``tso_max`` says the link segments: new data
+  leaves as super-segments of whole MSS pieces (:meth:`TcpConnection._send_new`).
 
 No clock, no socket: every entry point takes ``now`` (monotonic seconds); segments to
 send are produced by :meth:`TcpConnection.output`. Received in-order bytes wait in a
