@@ -47,6 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from netstack.ethernet import BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetLayer
+from netstack.link.base import OutFrame
 
 __all__ = [
     "ARP_LEN",
@@ -191,7 +192,7 @@ class ArpLayer:
     """The neighbour cache and ARP protocol engine of one interface (RFC 826)."""
 
     def __init__(self, eth: EthernetLayer, ip: bytes, counters: defaultdict[str, int],
-                 output: list[bytes], config: ArpConfig | None = None,
+                 output: list[OutFrame], config: ArpConfig | None = None,
                  static: Mapping[bytes, bytes] | None = None) -> None:
         self.eth = eth
         self.mac = eth.mac

@@ -27,8 +27,10 @@ only when all data is zero; they can be added freely and are reduced once by
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from netstack.link.base import BytesLike
+if TYPE_CHECKING:  # (a runtime import would cycle: netstack.link -> tap -> gso -> here)
+    from netstack.link.base import BytesLike
 
 __all__ = [
     "checksum_parts",

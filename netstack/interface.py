@@ -30,8 +30,11 @@ segment is wrapped in IPv4 (DF, TTL 64, next identification) and Ethernet toward
 next hop (on-link destination or the gateway, RFC 1122 §3.3.1.1); a next hop not in the
 ARP cache gets its packets queued (bounded) while ARP resolves it. Datagrams larger than
 the MTU are fragmented when DF is clear (ICMP echo replies), dropped and counted
-(``ip.too_big``) when it is set. Everything queued — ARP requests and replies, echo
-replies, released and new data — is returned in order.
+(``ip.too_big``) when it is set — except TCP super-segments (TSO, only when the transport
+was told the link segments them): one :class:`~netstack.link.base.GsoFrame` each, with DF
+and one identification reserved per wire segment (``ip.gso_out``; cut here and sent as
+ordinary datagrams while the next hop is unresolved, ``ip.gso_split``). Everything queued
+— ARP requests and replies, echo replies, released and new data — is returned in order.
 
 The received ``segment`` handed to the transport is a memoryview into the frame passed
 to :meth:`receive_frame` (or into a reassembled datagram); a transport that keeps data
@@ -68,7 +71,8 @@ from netstack.ipv4 import (
 )
 from netstack.ipv6layer import MIN_MTU as IPV6_MIN_MTU
 from netstack.ipv6layer import Ipv6Config, Ipv6Layer
-from netstack.link.base import BytesLike
+from netstack.link.base import BytesLike, GsoFrame, OutFrame
+from netstack.tcp.segment import TsoSegment, split
 from netstack.udp import UdpLayer
 
 __all__ = ["UNCONFIGURED", "Interface", "InterfaceConfig", "TransportLayer"]
@@ -86,8 +90,9 @@ class TransportLayer(Protocol):
         link (TAP offload) vouches for the checksum."""
         ...
 
-    def output(self, now: float) -> list[tuple[bytes, bytes]]:
-        """Segments to send: ``(dst ip (4 bytes), whole segment with its checksum)``."""
+    def output(self, now: float) -> list[tuple[bytes, bytes | TsoSegment]]:
+        """Segments to send: ``(dst ip (4 or 16 bytes), whole segment with its checksum)``;
+        a :class:`~netstack.tcp.segment.TsoSegment` only when the link segments (TSO)."""
         ...
 
     def next_deadline(self) -> float | None:
@@ -140,7 +145,7 @@ class Interface:
         self.mtu = config.mtu
         self.tcp: TransportLayer | None = tcp
         self.last_error: BaseException | None = None
-        self._out: list[bytes] = []
+        self._out: list[OutFrame] = []
         self._c_eth = self.counters.layer("eth")
         self._c_ip = self.counters.layer("ip")
         self.eth = EthernetLayer(mac, self._c_eth, vlan=config.vlan)
@@ -368,13 +373,17 @@ class Interface:
         self.send_ip(dst_b, PROTO_ICMP, build_echo(ECHO_REQUEST, ident, seq, data), now,
                      df=False)
 
-    def frames_to_send(self, now: float) -> list[bytes]:
-        """Run the transport's output, then drain every frame ready to be written."""
+    def frames_to_send(self, now: float) -> list[OutFrame]:
+        """Run the transport's output, then drain every frame ready to be written: bytes,
+        and :class:`~netstack.link.base.GsoFrame` super-frames when the transport makes
+        TSO super-segments (only for a link that segments them, see NetStack)."""
         tcp = self.tcp
         if tcp is not None:
             send = self.send_ip
             for dst, seg in tcp.output(now):
-                if len(dst) == 4:
+                if isinstance(seg, TsoSegment):
+                    self._send_tso(tcp, dst, seg, now)
+                elif len(dst) == 4:
                     send(dst, PROTO_TCP, seg, now)
                 else:
                     self._send_tcp6(tcp, dst, seg, now)
@@ -397,6 +406,48 @@ class Interface:
         source_of = getattr(tcp, "source_of", None)
         src = source_of(dst, seg) if source_of is not None else None
         ip6.send(dst, PROTO_TCP, seg, now, src=src)
+
+    def _send_tso(self, tcp: TransportLayer, dst: bytes, seg: TsoSegment,
+                  now: float) -> None:
+        """A TCP super-segment (TSO) as one super-frame: IPv4 with DF and the next
+        ``seg.segments`` identifications (:meth:`Ipv4Layer.header_gso`), or IPv6; ``out``
+        counts the datagrams the link makes of it, ``gso_out`` the super-frames. While the
+        next hop is unresolved it is split here (``gso_split``) and the segments take the
+        ordinary path (queued behind ARP)."""
+        if len(dst) == 16:
+            ip6 = self.ip6
+            if ip6 is None:
+                self._c_ip["no_route"] += 1
+                return
+            source_of = getattr(tcp, "source_of", None)
+            src = source_of(dst, seg.data) if source_of is not None else None
+            ip6.send_tcp_gso(dst, seg, now, src)
+            return
+        c = self._c_ip
+        if dst == self._route_dst:
+            nh = self._route_nh
+        else:
+            nh = self.ipv4.route(dst)
+            self._route_dst = dst
+            self._route_nh = nh
+        if nh is None:
+            c["no_route"] += 1
+            return
+        data = seg.data
+        n = len(data)
+        eh = None
+        if nh != LIMITED_BROADCAST and n + IPV4_HLEN <= 0xFFFF:
+            eh = self.arp.header_for(nh, now)
+        if eh is None:
+            c["gso_split"] += 1
+            for piece in split(data, self.ip, dst, seg.gso_size, seg.partial):
+                self.send_ip(dst, PROTO_TCP, piece, now)
+            return
+        segments = seg.segments
+        hdr = self.ipv4.header_gso(dst, PROTO_TCP, n, segments)
+        c["out"] += segments
+        c["gso_out"] += 1
+        self._out.append(GsoFrame(b"".join((eh, hdr, data)), seg.gso_size, seg.partial))
 
     # ----------------------------------------------------------------- timers
     def next_deadline(self) -> float | None:

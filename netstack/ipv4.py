@@ -27,7 +27,8 @@ those that then wait for ARP), ``delivered``, ``truncated``, ``bad_version``,
 ``bad_src``, ``not_for_us``, ``link_broadcast_unicast``, ``padded``, ``fragments``,
 ``bad_fragment``, ``duplicate_fragments``, ``reassembled``, ``reassembly_timeouts``,
 ``reassembly_overflow``, ``reassembly_overlap``, ``fragments_out``, ``fragmented``,
-``no_route``, ``too_big``.
+``no_route``, ``too_big``; with TSO (counted by the interface) ``gso_out`` (super-datagrams;
+``out`` counts the datagrams the link makes of them) and ``gso_split``.
 """
 
 from __future__ import annotations
@@ -392,6 +393,23 @@ class Ipv4Layer:
         s = (s & 0xFFFF) + (s >> 16)
         s = (s & 0xFFFF) + (s >> 16)
         return _HDR.pack(0x45, 0, total, ident, ff, 64, proto, ~s & 0xFFFF, self.ip, dst)
+
+    def header_gso(self, dst: bytes, proto: int, payload_len: int, segments: int) -> bytes:
+        """Header of a TCP super-datagram that the link cuts into ``segments`` datagrams
+        (TSO): DF set, a total length beyond the MTU (at most 65535), and the next
+        ``segments`` identifications reserved, since Linux's GSO gives segment ``i`` the
+        identification ``id + i`` (``inet_gso_segment``; RFC 6864 §4.1 lets atomic
+        datagrams use any ID, this keeps them unique anyway)."""
+        total = IPV4_HLEN + payload_len
+        if total > 0xFFFF or segments < 1:
+            raise ValueError(f"super-datagram of {total} bytes in {segments} segments")
+        ident = (self._ident + 1) & 0xFFFF
+        self._ident = (self._ident + segments) & 0xFFFF
+        d = int.from_bytes(dst, "big")
+        s = self._hsum + (64 << 8 | proto) + total + ident + DF + (d >> 16) + (d & 0xFFFF)
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        return _HDR.pack(0x45, 0, total, ident, DF, 64, proto, ~s & 0xFFFF, self.ip, dst)
 
     def fragment(self, dst: bytes, proto: int, payload: BytesLike) -> list[bytes]:
         """Split a datagram too large for the MTU (RFC 791 §3.2 "Fragmentation"): every

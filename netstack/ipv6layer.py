@@ -37,7 +37,8 @@
 
 Counters: layer ``ip6`` (``in``, ``out``, ``delivered``, ``truncated``, ``bad_version``,
 ``padded``, ``bad_src``, ``not_for_us``, ``tentative_dst``, extension-header drops by
-reason, fragment counters as IPv4's, ``no_route``, ``no_source``, ``too_big``,
+reason, fragment counters as IPv4's, ``no_route``, ``no_source``, ``too_big``, ``gso_out``
+and ``gso_split`` (TCP super-packets, :meth:`Ipv6Layer.send_tcp_gso`),
 ``unknown_protocol``, ``multicast_tcp``), ``icmp6`` (``in``, ``bad_checksum``, ``short``,
 ``echo_in``, ``echo_out``, ``echo_reply_in``, ``echo_request_out``, ``ns_in``, ``na_in``,
 ``ra_in``, ``na_out``, ``ns_out``, ``rs_out``, ``bad_hop_limit``, ``bad_ns``, ``bad_na``,
@@ -84,8 +85,9 @@ from netstack.ipv6 import (
     solicited_node,
     walk_extensions,
 )
-from netstack.link.base import BytesLike
+from netstack.link.base import BytesLike, GsoFrame, OutFrame
 from netstack.nd import NdState, NeighborCache
+from netstack.tcp.segment import TsoSegment, split
 
 __all__ = ["MIN_MTU", "Ipv6Config", "Ipv6Layer"]
 
@@ -114,7 +116,7 @@ class Ipv6Layer:
     """IPv6, ICMPv6 and ND of one Ethernet interface (see the module docstring)."""
 
     def __init__(self, config: Ipv6Config, eth: EthernetLayer, mtu: int,
-                 output: list[bytes], counters: Counters,
+                 output: list[OutFrame], counters: Counters,
                  reassembly: ReassemblyConfig | None = None,
                  rng: random.Random | None = None,
                  on_change: Callable[[], None] | None = None) -> None:
@@ -503,6 +505,36 @@ class Ipv6Layer:
         else:
             for p in packets:
                 self.nc.enqueue(nh, p, now)
+
+    def send_tcp_gso(self, dst: bytes, segment: TsoSegment, now: float,
+                     src: bytes | None) -> None:
+        """Send a TCP super-segment (TSO) as one super-packet for the link to cut into
+        ``segment.segments`` packets; counted as that many in ``out``. While the next hop
+        is being resolved it is split here instead (``gso_split``) and queued as packets
+        (``src``: the connection's address, which its checksum covers)."""
+        c = self._c
+        if src is None:
+            src = self.addrconf.select_source(dst)
+            if src is None:
+                c["no_source"] += 1
+                return
+        data = segment.data
+        n = len(data)
+        nh = self.next_hop(dst) if dst[0] != 0xFF else None
+        eh = None if nh is None or n > 0xFFFF else self.nc.header_for(nh, now)
+        if eh is None:
+            if nh is None:
+                c["no_route"] += 1
+                return
+            c["gso_split"] += 1
+            for piece in split(data, src, dst, segment.gso_size, segment.partial):
+                self.send(dst, PROTO_TCP, piece, now, src=src)
+            return
+        c["out"] += segment.segments
+        c["gso_out"] += 1
+        self._out.append(GsoFrame(b"".join((eh, build_header(
+            src, dst, PROTO_TCP, n, self.addrconf.hop_limit), data)), segment.gso_size,
+            segment.partial))
 
     def _solicit(self, target: bytes, mac: bytes | None, now: float) -> None:
         """Address resolution / unreachability probe (RFC 4861 §7.2.2, §7.3.3)."""

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from netstack.ethernet import ETHERTYPE_IPV6, EthernetLayer
+from netstack.link.base import OutFrame
 
 __all__ = ["NdConfig", "NdState", "NeighborCache", "NeighborEntry"]
 
@@ -97,7 +98,7 @@ Solicit = Callable[[bytes, "bytes | None", float], None]
 class NeighborCache:
     """Neighbour cache and address resolution for IPv6 over Ethernet (RFC 4861 §7)."""
 
-    def __init__(self, eth: EthernetLayer, output: list[bytes],
+    def __init__(self, eth: EthernetLayer, output: list[OutFrame],
                  counters: defaultdict[str, int], solicit: Solicit,
                  config: NdConfig | None = None, rng: random.Random | None = None) -> None:
         self.eth = eth

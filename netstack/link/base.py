@@ -8,6 +8,12 @@ preamble). Backends: :mod:`netstack.link.tap` (a kernel TAP device),
 
 Links are I/O backends, owned by the loop: they may touch file descriptors.
 Protocol code never sees a link, only frames and time.
+
+TCP segmentation offload: a link that can cut TCP super-segments itself (a TAP with
+offloads, :attr:`netstack.link.tap.TapLink.gso_max_size`) takes :class:`GsoFrame` objects
+through ``send_gso``; :meth:`netstack.interface.Interface.frames_to_send` yields them
+only when the stack enabled TSO for such a link (never for the wrappers, which must see
+every frame as it is on the wire).
 """
 
 from __future__ import annotations
@@ -16,6 +22,29 @@ from typing import Protocol, TypeAlias, runtime_checkable
 
 #: Anything frame-like: bytes, bytearray or memoryview (Python 3.11 has no Buffer ABC).
 BytesLike: TypeAlias = bytes | bytearray | memoryview
+
+
+class GsoFrame:
+    """One Ethernet frame holding a TCP super-segment (IPv4 or IPv6, no extension
+    headers) larger than the MTU, for a link that segments it: ``gso_size`` payload bytes
+    per wire segment; the TCP checksum holds the pseudo-header sum when ``partial``."""
+
+    __slots__ = ("data", "gso_size", "partial")
+
+    def __init__(self, data: bytes, gso_size: int, partial: bool) -> None:
+        self.data = data
+        self.gso_size = gso_size
+        self.partial = partial
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"GsoFrame({len(self.data)} bytes, gso_size={self.gso_size})"
+
+
+#: What the interface hands to the link: a plain frame, or a super-frame (TSO).
+OutFrame: TypeAlias = bytes | GsoFrame
 
 
 class LinkError(Exception):

@@ -21,6 +21,10 @@ pytap2 quirks handled here:
   time at exit (by then possibly reused): the registration is removed on close;
 * its descriptor is blocking: it is switched to non-blocking here.
 
+Offloads (``offload=True``): ``IFF_VNET_HDR`` frames (:mod:`netstack.link.gso`) with
+checksum offload both ways, GSO super-frames received, and TCP super-frames sent through
+:meth:`TapLink.send_gso` for the kernel to segment (TSO, :attr:`TapLink.gso_max_size`).
+
 Kernel facts (Linux 6.x): a TAP's maximum MTU is 65521; writing to a TAP whose
 kernel side is down fails with EIO; writes shorter than 14 bytes fail with EINVAL;
 after the device vanished (its namespace was deleted) read/write fail with EBADFD; a
@@ -42,6 +46,15 @@ from pytap2 import TapDevice, TapMode
 
 from netstack import netns as nsh
 from netstack.link.base import BytesLike, LinkError
+from netstack.link.gso import (
+    ETH_HLEN,
+    NO_OFFLOAD_HDR,
+    VNET_F_DATA_VALID,
+    VNET_F_NEEDS_CSUM,
+    VNET_HLEN,
+    segment_frame,
+    tx_header,
+)
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -52,22 +65,15 @@ TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 
-#: struct virtio_net_hdr (legacy, little-endian on x86): flags, gso_type, hdr_len,
-#: gso_size, csum_start, csum_offset.
-VNET_HDR = struct.Struct("<BBHHHH")
-VNET_HLEN = VNET_HDR.size
-VNET_F_NEEDS_CSUM = 1
-VNET_F_DATA_VALID = 2
 #: Largest frame the kernel hands over with GSO: a 64 KiB IP datagram plus Ethernet+VLAN.
 GSO_FRAME_MAX = 65535 + 18
-_NO_OFFLOAD_HDR = bytes(VNET_HLEN)
+#: Largest IP datagram (header included) we hand the kernel as one TCP super-segment.
+GSO_MAX_SIZE = 65535
 
 #: Largest link MTU accepted (the kernel allows 65521 on a TAP).
 MAX_MTU = 65520
 #: Smallest IPv4 MTU.
 MIN_MTU = 68
-#: Ethernet II header length (no FCS, no VLAN tag).
-ETH_HLEN = 14
 
 
 def check_ifname(name: str, what: str = "interface name") -> str:
@@ -102,9 +108,12 @@ class TapLink:
         offload: open with ``IFF_VNET_HDR`` and enable checksum and TSO offloads
             (``TUNSETOFFLOAD``): frames carry a virtio_net_hdr; received frames may be
             GSO super-frames (up to 64 KiB) whose TCP checksum the kernel vouches for,
-            and TCP frames we send may leave their checksum to the kernel. Only for a
-            TAP we create (pytap2 cannot set the flag: the device is made with
-            ``TUNSETIFF`` directly). Raises :class:`LinkError` if the kernel refuses.
+            TCP frames we send may leave their checksum to the kernel and, when the
+            kernel took the TSO flags too (:attr:`gso_max_size`), be TCP super-frames it
+            segments (:meth:`send_gso`). Only for a TAP we create (pytap2 cannot set the
+            flag: the device is made with ``TUNSETIFF`` directly). A kernel that refuses
+            TSO but takes checksum offload gives a link without TSO; raises
+            :class:`LinkError` if it refuses that too.
     """
 
     def __init__(self, *, mtu: int = 1500, netns: str | None = None,
@@ -118,6 +127,10 @@ class TapLink:
         #: Set by the stack when its TCP layer leaves checksums partial (pseudo-header
         #: sum only): then TCP frames go out with NEEDS_CSUM and the kernel completes them.
         self.tx_csum_partial = False
+        #: Largest IP datagram :meth:`send_gso` takes as one TCP super-segment (0: none):
+        #: GSO_MAX_SIZE once the kernel accepted the TSO offloads; back to 0 if it ever
+        #: refuses a super-frame (then they are segmented here).
+        self.gso_max_size = 0
         if offload and tap is not None:
             raise LinkError("offloads need a TAP we create (not --tap NAME)")
         self._fd = -1
@@ -132,7 +145,8 @@ class TapLink:
         if offload:
             self._frame_max = GSO_FRAME_MAX
             self._c.update({"rx_gso_frames": 0, "rx_csum_trusted": 0,
-                            "tx_csum_offloaded": 0})
+                            "tx_csum_offloaded": 0, "tx_gso_frames": 0, "tx_gso_segments": 0,
+                            "tx_gso_refused": 0, "tx_gso_split": 0})
         if peer_ip is not None and netns is None:
             raise LinkError(f"peer address {peer_ip}: needs a namespace for the kernel side "
                             "(addresses are never added in the root namespace)")
@@ -202,7 +216,8 @@ class TapLink:
         return str(dev.name)
 
     def _create_vnet(self, prefix: str) -> str:
-        """Create a TAP with ``IFF_VNET_HDR`` and offloads on (TUNSETIFF, TUNSETOFFLOAD)."""
+        """Create a TAP with ``IFF_VNET_HDR`` and offloads on (TUNSETIFF, TUNSETOFFLOAD):
+        checksum and TSO (then :attr:`gso_max_size` is set), else checksum only."""
         name = f"{prefix[:6]}{secrets.token_hex(3)}v"
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
@@ -212,9 +227,16 @@ class TapLink:
         try:
             fcntl.ioctl(fd, TUNSETIFF, struct.pack(
                 "16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         except OSError as e:
             raise LinkError(f"cannot create TAP {name} with offloads: {e}") from e
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            self.gso_max_size = GSO_MAX_SIZE
+        except OSError:
+            try:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+            except OSError as e:
+                raise LinkError(f"cannot create TAP {name} with offloads: {e}") from e
         return name
 
     def _attach(self, tap: str, netns: str | None) -> str | None:
@@ -263,7 +285,7 @@ class TapLink:
                             f"{ETH_HLEN}..{self._frame_max} (MTU {self.mtu})")
         try:
             if self.offload:
-                hdr = self._tx_header(frame) if self.tx_csum_partial else _NO_OFFLOAD_HDR
+                hdr = self._tx_header(frame) if self.tx_csum_partial else NO_OFFLOAD_HDR
                 os.writev(self._fd, (hdr, frame))
             else:
                 os.write(self._fd, frame)
@@ -271,33 +293,75 @@ class TapLink:
             self._c["tx_drop_full"] += 1
             return
         except OSError as e:
-            if e.errno == errno.ENOBUFS:
-                self._c["tx_drop_full"] += 1
-                return
-            if e.errno == errno.EIO:
-                self._c["tx_drop_link_down"] += 1
-                return
-            raise LinkError(f"TAP {self.name}: write failed: {e}") from e
+            self._write_failed(e)
+            return
         c = self._c
         c["tx_frames"] += 1
         c["tx_bytes"] += n
 
+    def _write_failed(self, e: OSError) -> None:
+        """A full queue or a down link drops and counts; anything else raises."""
+        if e.errno == errno.ENOBUFS:
+            self._c["tx_drop_full"] += 1
+        elif e.errno == errno.EIO:
+            self._c["tx_drop_link_down"] += 1
+        else:
+            raise LinkError(f"TAP {self.name}: write failed: {e}") from e
+
+    def send_gso(self, frame: BytesLike, gso_size: int, partial: bool = True) -> None:
+        """Write one TCP super-frame (an IP datagram of up to :attr:`gso_max_size` bytes,
+        larger than the MTU) for the kernel to cut into segments of ``gso_size`` payload
+        bytes: virtio_net_hdr NEEDS_CSUM + GSO TCPV4/TCPV6 (``partial``: the TCP
+        checksum holds the pseudo-header sum, as with :attr:`tx_csum_partial`).
+
+        Without TSO (never accepted, or the kernel refused a super-frame once with
+        EINVAL: ``tx_gso_refused``, and TSO stays off) the frame is segmented here
+        (``tx_gso_split``) and its pieces sent as ordinary frames.
+        """
+        n = len(frame)
+        if not self.gso_max_size or not self.tx_csum_partial or not partial:
+            self._send_split(frame, gso_size)
+            return
+        if not ETH_HLEN <= n <= self._frame_max:
+            raise LinkError(f"TAP {self.name}: super-frame of {n} bytes outside "
+                            f"{ETH_HLEN}..{self._frame_max}")
+        hdr = tx_header(frame, gso_size)
+        try:
+            os.writev(self._fd, (hdr, frame))
+        except (BlockingIOError, InterruptedError):
+            self._c["tx_drop_full"] += 1
+            return
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                self._c["tx_gso_refused"] += 1
+                self.gso_max_size = 0
+                self._send_split(frame, gso_size)
+                return
+            self._write_failed(e)
+            return
+        c = self._c
+        c["tx_frames"] += 1
+        c["tx_bytes"] += n
+        c["tx_gso_frames"] += 1
+        c["tx_csum_offloaded"] += 1
+        hlen = (hdr[3] << 8) | hdr[2]
+        c["tx_gso_segments"] += -(-(n - hlen) // gso_size)
+
+    def _send_split(self, frame: BytesLike, gso_size: int) -> None:
+        """Segment a super-frame here and send the pieces (their checksums partial when
+        :meth:`send` marks TCP frames NEEDS_CSUM, complete otherwise)."""
+        c = self._c
+        c["tx_gso_split"] = c.get("tx_gso_split", 0) + 1
+        for piece in segment_frame(frame, gso_size, self.tx_csum_partial):
+            self.send(piece)
+
     def _tx_header(self, frame: BytesLike) -> bytes:
         """virtio_net_hdr for one outgoing frame: TCP frames (our TCP layer leaves their
         checksum partial when offloading) get NEEDS_CSUM; everything else none."""
-        et = (frame[12] << 8) | frame[13]
-        off = ETH_HLEN
-        if et == 0x8100 and len(frame) >= 18:
-            et = (frame[16] << 8) | frame[17]
-            off += 4
-        if et == 0x0800 and len(frame) >= off + 20 and frame[off + 9] == 6:
-            start = off + ((frame[off] & 0x0F) << 2)
-        elif et == 0x86DD and len(frame) >= off + 40 and frame[off + 6] == 6:
-            start = off + 40
-        else:
-            return _NO_OFFLOAD_HDR
-        self._c["tx_csum_offloaded"] += 1
-        return VNET_HDR.pack(VNET_F_NEEDS_CSUM, 0, 0, 0, start, 16)
+        hdr = tx_header(frame)
+        if hdr is not NO_OFFLOAD_HDR:
+            self._c["tx_csum_offloaded"] += 1
+        return hdr
 
     def recv_offload(self) -> tuple[memoryview, bool] | None:
         """With offloads: one frame (a view past the virtio_net_hdr) and whether the

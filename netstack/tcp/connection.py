@@ -10,7 +10,9 @@ What it follows:
   a give-up deadline);
 - RFC 5681 slow start / congestion avoidance, fast retransmit, RFC 6582 NewReno recovery;
 - RFC 5961 blind RST/SYN/ACK hardening with rate-limited challenge ACKs;
-- RFC 1122 §4.2.3.6 keepalive (off unless configured), §4.2.2.17 zero-window probing.
+- RFC 1122 §4.2.3.6 keepalive (off unless configured), §4.2.2.17 zero-window probing;
+- segmentation offload (TSO) when the layer's ``tso_max`` says the link segments: new data
+  leaves as super-segments of whole MSS pieces (:meth:`TcpConnection._send_new`).
 
 No clock, no socket: every entry point takes ``now`` (monotonic seconds); segments to
 send are produced by :meth:`TcpConnection.output`. Received in-order bytes wait in a
@@ -37,6 +39,7 @@ from netstack.tcp.segment import (
     SYN,
     Segment,
     TcpOptions,
+    TsoSegment,
     build,
     build_options,
 )
@@ -825,10 +828,21 @@ class TcpConnection:
             self._dupacks = 0
             if sq.diff(ack, self._recover) > 1 << 29:
                 self._recover = sq.add(ack, -1)  # keep RFC 6582's recover point in range
-            if self.cwnd < self.ssthresh:
-                self.cwnd += min(acked, mss)  # slow start (RFC 5681 §3.1, ABC L=1*SMSS)
+            tso = self._tso_bytes() if self.layer.tso_max else 0
+            if not tso:
+                if self.cwnd < self.ssthresh:
+                    self.cwnd += min(acked, mss)  # slow start (RFC 5681 §3.1, ABC L=1*SMSS)
+                else:
+                    self.cwnd += max(1, mss * mss // max(self.cwnd, 1))
+            elif self.cwnd < self.ssthresh:
+                # TSO: the receiver takes each super-segment as one (GRO-like) and ACKs it
+                # once. Such stretch ACKs are credited in full up to one super-segment (RFC
+                # 3465 §2.3's L, here the burst we send anyway), as Linux credits them.
+                self.cwnd += min(acked, tso)
             else:
-                self.cwnd += max(1, mss * mss // max(self.cwnd, 1))
+                # and in congestion avoidance by bytes acked (RFC 3465 §2.1): one MSS per
+                # cwnd of data acknowledged.
+                self.cwnd += max(1, mss * min(acked, tso) // max(self.cwnd, 1))
         # Retransmission timer (RFC 6298 §5.2/5.3), probe timer (RFC 8985 §7.2)
         if self._flight() > 0:
             self._timers[_T_RTX] = now + self.rto
@@ -1327,7 +1341,7 @@ class TcpConnection:
         self._timers[_T_KEEPALIVE] = now + self.config.keepalive_interval
 
     # ---------------------------------------------------------------- output
-    def output(self, now: float, out: list[bytes]) -> None:
+    def output(self, now: float, out: list[bytes | TsoSegment]) -> None:
         """Append every segment that is due now to ``out`` (RFC 9293 §3.10.2, RFC 5681)."""
         self.needs_output = False
         state = self.state
@@ -1354,7 +1368,7 @@ class TcpConnection:
         if (self._ack_pending or self._ack_now) and not sent:
             out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
 
-    def _retransmit_one(self, at: int, now: float, out: list[bytes]) -> int:
+    def _retransmit_one(self, at: int, now: float, out: list[bytes | TsoSegment]) -> int:
         off = sq.diff(at, self.snd_una)
         chunk = memoryview(self._sndbuf)[off:off + self.mss]
         if not chunk:
@@ -1370,7 +1384,7 @@ class TcpConnection:
             return self.rto
         return max(2 * self.srtt + 4 * self.rttvar, 0.004)
 
-    def _retransmit_holes(self, now: float, out: list[bytes]) -> int:
+    def _retransmit_holes(self, now: float, out: list[bytes | TsoSegment]) -> int:
         """SACK loss recovery (RFC 6675 §5): resend lost bytes as the pipe allows.
 
         Lost means not SACKed and below the highest SACKed byte (after an RTO: below
@@ -1436,10 +1450,32 @@ class TcpConnection:
         self._pipe_after = pipe
         return sent
 
-    def _send_new(self, now: float, out: list[bytes]) -> int:
+    def _tso_bytes(self) -> int:
+        """Payload of the largest TSO super-segment: whole MSS-sized pieces that, with the
+        IP header and our TCP header (timestamps, never SACK blocks), fit the link's
+        ``tso_max``; 0 when the layer has no TSO or fewer than two pieces fit."""
+        tso_max = self.layer.tso_max
+        if not tso_max:
+            return 0
+        mss = self.mss
+        room = tso_max - (20 if len(self.remote_ip) == 4 else 40) - (32 if self.ts_ok else 20)
+        k = room // mss
+        return k * mss if k >= 2 else 0
+
+    def _send_new(self, now: float, out: list[bytes | TsoSegment]) -> int:
+        """New data (and data after a go-back-N) as cwnd, the peer's window and sender
+        SWS avoidance allow, then our FIN.
+
+        TSO (``layer.tso_max``): consecutive full-sized segments of new data leave as one
+        :class:`TsoSegment` of up to :meth:`_tso_bytes` (bounded by cwnd, the peer's
+        window and the data), cut by the link into exactly the segments this loop would
+        send one by one, which are what it counts (``segments_out``, RTT timing by the
+        first). SACK blocks never ride on them (a full-sized segment has no room for
+        them, see :meth:`_segment`). Retransmissions stay MSS-sized."""
         sent = 0
         mss = self.mss
         buf_len = len(self._sndbuf)
+        tso = self._tso_bytes() if self.layer.tso_max else 0
         if self._in_recovery and self.sack_ok:
             usable_total = self.cwnd - self._pipe_after
         else:  # BSD-style: the window less what is between SND.UNA and SND.NXT
@@ -1463,23 +1499,34 @@ class TcpConnection:
                 if self._flight() == 0 and self._timers[_T_PERSIST] is None:
                     self._timers[_T_PERSIST] = now + self.rto  # SWS override timer
                 break
+            segs = 1
+            if tso and n == mss and self.snd_nxt == self.snd_max:
+                segs = min(tso, unsent, usable) // mss
+                n = segs * mss
             view = memoryview(self._sndbuf)
             chunk = view[off:off + n]
             flags = ACK | (PSH if n == unsent else 0)
-            out.append(self._segment(self.snd_nxt, self.rcv_nxt, flags, chunk, now))
+            if segs > 1:
+                out.append(TsoSegment(
+                    self._segment(self.snd_nxt, self.rcv_nxt, flags, chunk, now, False),
+                    mss, self.layer.tx_csum_partial))
+                self._c["segments_out"] += segs - 1  # the layer counts the list entry
+                self._c["tso_out"] += 1
+            else:
+                out.append(self._segment(self.snd_nxt, self.rcv_nxt, flags, chunk, now))
             chunk.release()
             view.release()
             retrans = sq.lt(self.snd_nxt, self.snd_max)
             if retrans:
                 self._c["retransmits"] += 1
             elif self._rtt_seq is None and not self.ts_ok:
-                self._rtt_seq = sq.add(self.snd_nxt, n)
+                self._rtt_seq = sq.add(self.snd_nxt, min(n, mss))
                 self._rtt_time = now
             self.snd_nxt = sq.add(self.snd_nxt, n)
             if sq.gt(self.snd_nxt, self.snd_max):
                 self.snd_max = self.snd_nxt
             usable_total -= n
-            sent += 1
+            sent += segs
             self._c["bytes_out"] += n
         # FIN once every byte is sent (RFC 9293 §3.10.4); again after a go-back-N
         if self._fin_queued and sq.diff(self.snd_nxt, self.snd_una) == buf_len and \

@@ -20,7 +20,16 @@ from collections.abc import Callable
 from netstack.counters import Counters
 from netstack.tcp import seq as sq
 from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError, TcpState
-from netstack.tcp.segment import ACK, RST, SYN, SegmentError, build, parse, verify_checksum
+from netstack.tcp.segment import (
+    ACK,
+    RST,
+    SYN,
+    SegmentError,
+    TsoSegment,
+    build,
+    parse,
+    verify_checksum,
+)
 
 EPHEMERAL_LOW = 49152
 EPHEMERAL_HIGH = 65535
@@ -59,12 +68,17 @@ class TcpLayer:
         self.verify_checksums = verify_checksums
         #: Leave checksums of segments we send to the link (TAP offload, NEEDS_CSUM).
         self.tx_csum_partial = False
+        #: TCP segmentation offload: the largest IP datagram (header included) the link
+        #: cuts into segments itself; 0 (the default) sends every segment as it goes on
+        #: the wire. With it, connections send new data as :class:`TsoSegment` s of whole
+        #: multiples of their MSS (see :meth:`TcpConnection.output`).
+        self.tso_max = 0
         self._c = self.counters.layer("tcp")
         self._conns: dict[_Key, TcpConnection] = {}
         self._listeners: dict[int, Listener] = {}
         self._notified: list[TcpConnection] = []
         self._dirty: list[TcpConnection] = []
-        self._raw: list[tuple[bytes, bytes]] = []
+        self._raw: list[tuple[bytes, bytes | TsoSegment]] = []
         self._secret = self.rng.getrandbits(128).to_bytes(16, "big")
         self._next_port = self.rng.randrange(EPHEMERAL_LOW, EPHEMERAL_HIGH + 1)
         self._rst_window = 0.0
@@ -229,16 +243,19 @@ class TcpLayer:
             self.send_reset_for(dst, src, dport, sport, 0, sq.add(seqno, seg_len), RST | ACK)
 
     # -------------------------------------------------------------- output
-    def output(self, now: float) -> list[tuple[bytes, bytes]]:
+    def output(self, now: float) -> list[tuple[bytes, bytes | TsoSegment]]:
         """Every segment due now, as (destination address, segment) pairs; the address is
-        4 bytes (IPv4) or 16 bytes (IPv6) and tells the interface which IP to use."""
+        4 bytes (IPv4) or 16 bytes (IPv6) and tells the interface which IP to use. With
+        :attr:`tso_max` set, new data may leave as :class:`TsoSegment` super-segments
+        (``segments_out`` counts the segments on the wire, ``tso_out`` the
+        super-segments)."""
         self._now = now
         out = self._raw
         self._raw = []
         if self._dirty:
             dirty = self._dirty
             self._dirty = []
-            segs: list[bytes] = []
+            segs: list[bytes | TsoSegment] = []
             for conn in dirty:
                 if not conn.needs_output:
                     continue

@@ -3,12 +3,20 @@
 Parsing never trusts the wire: a truncated header, a data offset outside the segment
 or an option whose length runs past the header raises :class:`SegmentError` naming
 the field and value; the TCP layer counts it and drops the segment.
+
+Segmentation offload (TSO): a :class:`TsoSegment` is one header followed by ``k`` whole
+pieces of ``gso_size`` payload bytes, for a link that cuts it into ``k`` segments itself
+(a TAP with ``VIRTIO_NET_HDR_GSO_TCPV4/6``: the kernel does). :func:`split` does the
+same cut in software, as Linux's ``tcp_gso_segment`` does: every piece gets the header
+with its sequence number advanced, FIN and PSH only on the last piece, CWR only on the
+first, and its own checksum (full, or the pseudo-header sum when ``partial``).
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from netstack.checksum import (
     fold,
@@ -16,6 +24,9 @@ from netstack.checksum import (
     transport_checksum,
     transport_checksum_parts,
 )
+
+if TYPE_CHECKING:  # (a runtime import would cycle: netstack.link -> tap -> gso -> here)
+    from netstack.link.base import BytesLike
 
 FIN = 0x01
 SYN = 0x02
@@ -177,3 +188,68 @@ def build(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, fl
     else:
         csum = transport_checksum_parts(src, dst, 6, (header, payload), hlen + len(payload))
     return b"".join((header[:16], csum.to_bytes(2, "big"), header[18:], payload))
+
+
+class TsoSegment:
+    """A TCP super-segment for a link that segments (TSO): ``data`` is one whole segment
+    (header, options, ``k * gso_size`` payload bytes) whose checksum is partial when
+    ``partial`` (the pseudo-header sum, as :func:`build` leaves it), else complete over
+    the whole super-segment. The link cuts it into ``k`` segments (see :func:`split`)."""
+
+    __slots__ = ("data", "gso_size", "partial")
+
+    def __init__(self, data: bytes, gso_size: int, partial: bool) -> None:
+        self.data = data
+        self.gso_size = gso_size
+        self.partial = partial
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def segments(self) -> int:
+        """How many segments the link makes of it."""
+        hlen = (self.data[12] >> 4) * 4
+        return max(1, -(-(len(self.data) - hlen) // self.gso_size))
+
+    def __repr__(self) -> str:
+        return f"TsoSegment({len(self.data)} bytes, gso_size={self.gso_size})"
+
+
+def split(segment: BytesLike, src: bytes, dst: bytes, gso_size: int,
+          partial: bool = False) -> list[bytes]:
+    """Cut a TCP super-segment into segments of ``gso_size`` payload bytes (the last may
+    be shorter), the way a TSO link does (Linux ``tcp_gso_segment``): the header is
+    copied with SEQ advanced by the payload before it, FIN and PSH are kept on the last
+    segment only, CWR on the first only; each checksum is computed anew under the
+    pseudo-header of ``src``/``dst`` (4 or 16 bytes), or left as the pseudo-header sum
+    when ``partial``. A segment that fits stays one segment (its checksum redone)."""
+    if gso_size <= 0:
+        raise ValueError(f"gso_size {gso_size}: must be positive")
+    view = segment if isinstance(segment, memoryview) else memoryview(segment)
+    hlen = (view[12] >> 4) * 4
+    header = bytearray(view[:hlen])
+    header[16:18] = b"\0\0"
+    seq0 = int.from_bytes(header[4:8], "big")
+    flags = header[13]
+    payload = view[hlen:]
+    n = len(payload)
+    out: list[bytes] = []
+    off = 0
+    while True:
+        chunk = payload[off:off + gso_size]
+        last = off + gso_size >= n
+        h = bytearray(header)
+        h[4:8] = ((seq0 + off) & 0xFFFFFFFF).to_bytes(4, "big")
+        f = flags if last else flags & ~(FIN | PSH)
+        h[13] = f if off == 0 else f & ~CWR
+        length = hlen + len(chunk)
+        if partial:
+            csum = fold(pseudo_header_sum(src, dst, 6, length))
+        else:
+            csum = transport_checksum_parts(src, dst, 6, (h, chunk), length)
+        h[16:18] = csum.to_bytes(2, "big")
+        out.append(b"".join((h, chunk)))
+        if last:
+            return out
+        off += gso_size

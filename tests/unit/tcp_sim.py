@@ -7,13 +7,17 @@ import random
 from collections.abc import Callable
 
 from netstack.tcp.layer import TcpLayer
+from netstack.tcp.segment import TsoSegment, split
 
 A_IP = bytes([10, 0, 0, 1])
 B_IP = bytes([10, 0, 0, 2])
 
 
 class SimNet:
-    """Carries segments between layers; ``latency`` one way; seeded loss/dup/reorder."""
+    """Carries segments between layers; ``latency`` one way; seeded loss/dup/reorder.
+
+    A layer with TSO (``tso_max``) may output :class:`TsoSegment` s: they are recorded in
+    ``super_segments`` and cut into wire segments here, as the kernel would."""
 
     def __init__(self, layers: list[TcpLayer], latency: float = 0.0005, loss: float = 0.0,
                  dup: float = 0.0, reorder: float = 0.0, seed: int = 1,
@@ -26,13 +30,21 @@ class SimNet:
         self.queue: list[tuple[float, int, bytes, bytes, bytes]] = []
         self.seq = 0
         self.sent: list[tuple[bytes, bytes, bytes]] = []  # (src, dst, segment)
+        self.super_segments: list[tuple[bytes, bytes, TsoSegment]] = []
         self.tap = tap
         self.dropped = 0
 
     def flush(self) -> None:
         """Collect the output of every layer and put it on the wire."""
         for src, ly in self.layers.items():
-            for dst, seg in ly.output(self.now):
+            wire: list[tuple[bytes, bytes]] = []
+            for dst, out in ly.output(self.now):
+                if isinstance(out, TsoSegment):
+                    self.super_segments.append((src, dst, out))
+                    wire += [(dst, s) for s in split(out.data, src, dst, out.gso_size)]
+                else:
+                    wire.append((dst, out))
+            for dst, seg in wire:
                 self.sent.append((src, dst, seg))
                 if self.tap is not None:
                     maybe = self.tap(src, dst, seg)
