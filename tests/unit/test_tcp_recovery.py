@@ -1,0 +1,197 @@
+"""Sender loss recovery on the simulated network: tail loss probe (RFC 8985 §7), Eifel
+spurious-RTO detection and undo (RFC 3522, RFC 4015), D-SACK (RFC 2883), and recovery
+re-entry right at the recovery point (RFC 6582 §3.2, RFC 6675 §5)."""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+from netstack.tcp import seq as sq
+from netstack.tcp.connection import TcpConfig, TcpConnection
+from netstack.tcp.segment import ACK, build, build_options, parse, TcpOptions
+from tests.unit.tcp_sim import A_IP, B_IP, SimNet
+from tests.unit.test_tcp import pair, transfer
+
+
+def _count(c: TcpConnection, name: str) -> int:
+    return c.layer.counters.get("tcp", name)
+
+
+def _warm(sim: SimNet, ca: TcpConnection, cb: TcpConnection) -> None:
+    """A first exchange so both ends have an RTT estimate."""
+    assert transfer(sim, ca, cb, b"w" * 20_000) == b"w" * 20_000
+    sim.run_until(lambda: ca.snd_una == ca.snd_nxt, limit=5)
+    assert ca.srtt is not None
+    ca.callback = cb.callback = None  # transfer()'s pump would read B's data
+
+
+def test_tail_loss_is_repaired_by_the_probe_not_the_rto() -> None:
+    """The last two segments of a flight are lost: no duplicate ACK can follow. The probe
+    (2·SRTT later) resends the last one, its SACK shows the other hole, fast recovery
+    repairs it — all well before the RTO (RFC 8985 §7)."""
+    sim, ca, cb = pair()
+    _warm(sim, ca, cb)
+    data = random.Random(3).randbytes(8 * 1448)
+    tail = {sq.add(ca.snd_nxt, len(data) - k * 1448) for k in (1, 2)}
+    dropped: set[int] = set()
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src == A_IP and p.payload and p.seq in tail and p.seq not in dropped:
+            dropped.add(p.seq)
+            return None
+        return seg
+
+    sim.tap = tap
+    start = sim.now
+    ca.send(data)
+    sim.run_until(lambda: cb.available() == len(data) and ca.snd_una == ca.snd_nxt, limit=5)
+    assert dropped == tail
+    assert _count(ca, "tlp_probes") == 1
+    assert _count(ca, "fast_retransmits") == 1
+    assert _count(ca, "rto_expired") == 0
+    assert sim.now - start < ca.config.min_rto / 4  # an RTO could not have fired yet
+    assert cb.recv() == data
+
+
+def test_one_segment_flight_waits_for_the_rto_not_a_probe() -> None:
+    """With one segment in flight the peer may be delaying its ACK: PTO adds WCDelAckT
+    (RFC 8985 §7.2), which here puts it past the RTO, so no probe is sent."""
+    sim, ca, cb = pair()
+    _warm(sim, ca, cb)
+    dropped: list[int] = []
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src == A_IP and p.payload and not dropped:
+            dropped.append(p.seq)
+            return None
+        return seg
+
+    sim.tap = tap
+    ca.send(b"o" * 1000)
+    sim.run_until(lambda: cb.available() == 1000, limit=5)
+    assert _count(ca, "tlp_probes") == 0 and _count(ca, "rto_expired") == 1
+
+
+def test_probe_after_lost_acks_is_reported_by_dsack_and_keeps_the_window() -> None:
+    sim, ca, cb = pair()
+    _warm(sim, ca, cb)
+    data = b"q" * (4 * 1448)
+    blocking = [True]
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src == B_IP and blocking[0] and not p.payload:
+            return None  # every ACK of the flight is lost; the data all arrives
+        return seg
+
+    sim.tap = tap
+    ca.send(data)
+    sim.run_until(lambda: _count(ca, "tlp_probes") == 1, limit=5)
+    blocking[0] = False
+    cwnd = ca.cwnd
+    sim.sent.clear()
+    sim.run_until(lambda: ca.snd_una == ca.snd_nxt, limit=5)
+    # B saw the probe as a duplicate and reported it with a D-SACK block (RFC 2883 §4)
+    acks = [parse(memoryview(g)) for s, _, g in sim.sent if s == B_IP]
+    dsack = [a for a in acks if a.opts.sack and sq.le(a.opts.sack[0][1], a.ack)]
+    assert dsack, acks
+    assert _count(cb, "dsack_out") >= 1
+    assert _count(ca, "tlp_spurious") == 1 and _count(ca, "tlp_recoveries") == 0
+    assert ca.cwnd >= cwnd
+    assert _count(ca, "rto_expired") == 0
+
+
+def test_spurious_rto_is_detected_by_timestamps_and_undone() -> None:
+    sim, ca, cb = pair(cfg_a=TcpConfig(tail_loss_probe=False))
+    _warm(sim, ca, cb)
+    held: list[bytes] = []
+    blocking = [True]
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        if src == B_IP and blocking[0]:
+            held.append(seg)  # B's ACKs are late, not lost
+            return None
+        return seg
+
+    sim.tap = tap
+    ca.send(b"s" * (6 * 1448))
+    cwnd = ca.cwnd
+    sim.run_until(lambda: _count(ca, "rto_expired") == 1, limit=5)
+    assert ca.cwnd == ca.mss  # the RTO collapsed the window
+    blocking[0] = False
+    first = held[0]  # it echoes the original transmission's timestamp
+    heapq.heappush(sim.queue, (sim.now, -1, B_IP, A_IP, first))
+    sim.run_until(lambda: ca.snd_una == ca.snd_nxt, limit=5)
+    assert _count(ca, "spurious_rto") == 1
+    assert ca.cwnd >= cwnd  # RFC 4015: the window before the timeout comes back
+
+
+def test_genuine_rto_is_not_undone() -> None:
+    sim, ca, cb = pair(cfg_a=TcpConfig(tail_loss_probe=False))
+    _warm(sim, ca, cb)
+    blocking = [True]
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        return None if src == A_IP and blocking[0] and parse(memoryview(seg)).payload else seg
+
+    sim.tap = tap
+    ca.send(b"g" * (6 * 1448))
+    sim.run_until(lambda: _count(ca, "rto_expired") == 1, limit=5)
+    blocking[0] = False  # the retransmissions arrive; the originals never did
+    sim.run_until(lambda: ca.snd_una == ca.snd_nxt, limit=10)
+    assert _count(ca, "spurious_rto") == 0
+    assert cb.recv()[-6 * 1448:] == b"g" * (6 * 1448)
+
+
+def test_recovery_starts_again_right_at_the_recovery_point() -> None:
+    """Recovery ends with SND.UNA == recover; a loss of the very next segment must start
+    fast retransmit again (SND.UNA >= recover), not wait for the RTO."""
+    sim, ca, cb = pair(cfg_a=TcpConfig(tail_loss_probe=False))
+    _warm(sim, ca, cb)
+    first = sq.add(ca.snd_nxt, 2 * 1448)
+    dropped: list[int] = []
+    second: list[int] = []
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src != A_IP or not p.payload:
+            return seg
+        if p.seq == first and not dropped:
+            dropped.append(p.seq)
+            return None
+        if dropped and not second and _count(ca, "fast_retransmits") == 1 and \
+                p.seq == ca._recover:
+            second.append(p.seq)  # the first segment beyond the recovery point
+            return None
+        return seg
+
+    sim.tap = tap
+    data = random.Random(5).randbytes(400_000)
+    got = transfer(sim, ca, cb, data)
+    assert got[-len(data):] == data
+    assert dropped and second
+    assert _count(ca, "fast_retransmits") == 2
+    assert _count(ca, "rto_expired") == 0
+
+
+def test_dsack_block_for_an_old_duplicate() -> None:
+    sim, ca, cb = pair()
+    _warm(sim, ca, cb)
+    old = sq.add(cb.rcv_nxt, -2000)
+    opts = build_options(TcpOptions(ts_val=(cb._ts_recent + 1) & sq.MASK, ts_ecr=0))
+    seg = build(A_IP, B_IP, ca.local_port, cb.local_port, old, cb.snd_nxt, ACK, 1000, opts,
+                b"d" * 1000)
+    sim.sent.clear()
+    cb.receive(parse(memoryview(seg)), sim.now)
+    sim.flush()
+    ack = next(parse(memoryview(g)) for s, _, g in sim.sent if s == B_IP)
+    assert ack.opts.sack == [(old, sq.add(old, 1000))]
+    assert ack.ack == cb.rcv_nxt
+    sim.sent.clear()
+    cb._send_ack_now()
+    sim.flush()
+    again = next(parse(memoryview(g)) for s, _, g in sim.sent if s == B_IP)
+    assert not again.opts.sack  # reported once
