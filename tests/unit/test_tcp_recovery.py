@@ -9,7 +9,7 @@ import random
 
 from netstack.tcp import seq as sq
 from netstack.tcp.connection import TcpConfig, TcpConnection
-from netstack.tcp.segment import ACK, build, build_options, parse, TcpOptions
+from netstack.tcp.segment import ACK, TcpOptions, build, build_options, parse
 from tests.unit.tcp_sim import A_IP, B_IP, SimNet
 from tests.unit.test_tcp import pair, transfer
 
