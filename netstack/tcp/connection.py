@@ -574,6 +574,9 @@ class TcpConnection:
         plen = len(segment) - hlen
         if not plen and not acked:
             return False
+        # Some tests below follow from invariants elsewhere (RCV.NXT <= our advertised
+        # edge; SND.WL2 <= SND.UNA; a queued out-of-order segment leaves SND.WL1 past
+        # RCV.NXT); they stay so that this subset holds by what is checked here alone.
         room = (self._rcv_adv - rcv_nxt) & _MASK
         if room >= _HALF or plen > room:
             return False
