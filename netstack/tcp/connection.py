@@ -104,6 +104,7 @@ _T_GIVEUP = 4  # connect timeout / user timeout
 
 _MASK = sq.MASK
 _HALF = sq.HALF
+_ESTABLISHED = TcpState.ESTABLISHED  # a module global: ~10 ns to read, the class's ~80
 #: Header prediction: the 16-bit data-offset/flags word of the predicted segment with
 #: PSH set (PSH is ignored): 32-byte header (NOP NOP TS) with timestamps, 20 without.
 _HP_TS = (8 << 12) | ACK | PSH
@@ -549,7 +550,7 @@ class TcpConnection:
         comparisons are inline masked integer compares with the meaning of
         :mod:`netstack.tcp.seq` (``lt(a, b)`` is ``(a - b) & MASK >= HALF``).
         """
-        if not self._hp or self.state is not TcpState.ESTABLISHED or self._ooo:
+        if not self._hp or self.state is not _ESTABLISHED or self._ooo:
             return False
         if self.ts_ok:
             if offflags | PSH != _HP_TS or tsopt != _HP_TSOPT or \
@@ -619,8 +620,12 @@ class TcpConnection:
         c["bytes_in"] += plen
         c["fast_path"] += 1
         self._ack_pending = True
-        self._want_output()
-        self._notify()
+        if not self.needs_output:  # _want_output() and _notify(), inline
+            self.needs_output = True
+            self.layer.want_output(self)
+        if not self.notified:
+            self.notified = True
+            self.layer.notify(self)
         return True
 
     def _acceptable(self, seqno: int, seg_len: int, wnd: int) -> bool:
