@@ -7,7 +7,9 @@ Modes (each in a fresh namespace, torn down afterwards; needs root):
   (``--digests`` turns CRC32C header and data digests on);
 * ``rand-read`` — ``--count`` 4 KiB random reads at queue depth ``--qd``;
 * ``tcp-recv`` / ``tcp-send`` — a raw TCP bulk transfer between our stack and a kernel
-  peer (tests/integration/tcp_peer.py) in the namespace.
+  peer (tests/integration/tcp_peer.py) in the namespace (``tcp-recv``: the peer's
+  ``BULK``, its data generated before the clock starts, so its Python does not pace us);
+  these also print TCP segments in and out per MiB (out: mostly our ACKs).
 
 Only the transfer runs under the profiler (setup, login and checks do not). Prints the
 throughput under the profiler, our process's CPU time per MiB (``getrusage``: user and
@@ -64,7 +66,7 @@ from netstack.harness import environment_problem, topology  # noqa: E402
 from netstack.link.tap import TapLink  # noqa: E402
 from netstack.loop import Loop  # noqa: E402
 from netstack.stack import NetStack, StackConfig  # noqa: E402
-from tests.integration.tcp_peer import stream  # noqa: E402
+from tests.integration.tcp_peer import READY, stream  # noqa: E402
 
 MODES = ("read", "write", "rand-read", "tcp-recv", "tcp-send")
 PEER = str(ROOT / "tests" / "integration" / "tcp_peer.py")
@@ -81,6 +83,8 @@ class Outcome:
     #: Our process's CPU seconds during the transfer (getrusage: user, system).
     cpu_user: float = 0.0
     cpu_sys: float = 0.0
+    #: TCP segments received and sent during the transfer (tcp-* modes).
+    segments: tuple[int, int] | None = None
 
     @property
     def mb_per_s(self) -> float:
@@ -194,8 +198,21 @@ def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
         stack.start()
         try:
             s = stack.open_stream(topo.peer_addr, PEER_PORT)
+            tcp_c = stack.counters.layer("tcp")
+
+            def counted(fn: Callable[[], Outcome]) -> Callable[[], Outcome]:
+                def wrapped() -> Outcome:
+                    before = (tcp_c["segments_in"], tcp_c["segments_out"])
+                    out = fn()
+                    out.segments = (tcp_c["segments_in"] - before[0],
+                                    tcp_c["segments_out"] - before[1])
+                    return out
+                return wrapped
+
             if args.mode == "tcp-recv":
-                s.sendall(f"SOURCE {size} 1\n".encode())
+                s.sendall(f"BULK {size} 1\n".encode())
+                if s.recv_exact(len(READY), 120) != READY:
+                    raise BenchError("tcp-recv: the peer did not say READY")
                 h = hashlib.sha256()
 
                 def recv() -> Outcome:
@@ -209,7 +226,7 @@ def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
                         got += len(data)
                     return Outcome(got, time.perf_counter() - t0)
 
-                out = run(recv)
+                out = run(counted(recv))
                 want = hashlib.sha256()
                 for chunk in stream(1, size):
                     want.update(chunk)
@@ -229,7 +246,7 @@ def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
                     raise BenchError(f"tcp-send: peer got {answer}")
                 return Outcome(size, time.perf_counter() - t0)
 
-            return run(send)
+            return run(counted(send))
         finally:
             stack.close()
             loop.close()
@@ -326,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     mib = out.nbytes / (1 << 20) or 1e-9
     cpu = (f"CPU {1000 * (out.cpu_user + out.cpu_sys) / mib:.3f} ms/MiB (user "
            f"{1000 * out.cpu_user / mib:.3f}, sys {1000 * out.cpu_sys / mib:.3f})")
+    if out.segments is not None:
+        cpu += (f", TCP segments in {out.segments[0] / mib:.1f}/MiB, "
+                f"out {out.segments[1] / mib:.1f}/MiB")
     if not run.enabled:
         print(f"{what}: {out.seconds:.2f} s, {out.mb_per_s:.1f} MB/s, {cpu} "
               "(MB = 10^6 B, MiB = 2^20 B; no profiler)")
