@@ -7,11 +7,18 @@ Modes (each in a fresh namespace, torn down afterwards; needs root):
   (``--digests`` turns CRC32C header and data digests on);
 * ``rand-read`` — ``--count`` 4 KiB random reads at queue depth ``--qd``;
 * ``tcp-recv`` / ``tcp-send`` — a raw TCP bulk transfer between our stack and a kernel
-  peer (tests/integration/tcp_peer.py) in the namespace.
+  peer (tests/integration/tcp_peer.py) in the namespace (``tcp-recv``: the peer's
+  ``BULK``, its data generated before the clock starts, so its Python does not pace us);
+  these also print TCP segments in and out per MiB (out: mostly our ACKs).
 
 Only the transfer runs under the profiler (setup, login and checks do not). Prints the
-throughput under the profiler, then the top ``--top`` functions by cumulative time and
-by own time, and own time summed per source file. ``--output FILE`` keeps the cProfile
+throughput under the profiler, our process's CPU time per MiB (``getrusage``: user and
+system) and Python function calls per MiB, then the top ``--top`` functions by cumulative
+time and by own time, and own time summed per source file. ``--no-profile`` runs the
+transfer without a profiler and prints only the throughput and the CPU time per MiB (the
+number to compare before/after a change: the profiler's own overhead is out of it).
+``--offload on`` gives the ``tcp-*`` modes a TAP with checksum/GSO offloads (64 KiB
+frames from the kernel), as ``read``/``write`` always have. ``--output FILE`` keeps the cProfile
 data (``python -m pstats FILE``, snakeviz ...); ``--pyinstrument`` uses pyinstrument's
 sampling profiler instead when it is installed (less overhead, call-tree output).
 
@@ -36,6 +43,7 @@ import cProfile  # noqa: E402
 import hashlib  # noqa: E402
 import importlib  # noqa: E402
 import pstats  # noqa: E402
+import resource  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -55,9 +63,10 @@ from bench.iscsi_io import (  # noqa: E402
 )
 from bootinit.targets import parse_size  # noqa: E402
 from netstack.harness import environment_problem, topology  # noqa: E402
+from netstack.link.tap import TapLink  # noqa: E402
 from netstack.loop import Loop  # noqa: E402
 from netstack.stack import NetStack, StackConfig  # noqa: E402
-from tests.integration.tcp_peer import stream  # noqa: E402
+from tests.integration.tcp_peer import READY, stream  # noqa: E402
 
 MODES = ("read", "write", "rand-read", "tcp-recv", "tcp-send")
 PEER = str(ROOT / "tests" / "integration" / "tcp_peer.py")
@@ -71,6 +80,11 @@ class Outcome:
     nbytes: int
     seconds: float
     requests: int = 0
+    #: Our process's CPU seconds during the transfer (getrusage: user, system).
+    cpu_user: float = 0.0
+    cpu_sys: float = 0.0
+    #: TCP segments received and sent during the transfer (tcp-* modes).
+    segments: tuple[int, int] | None = None
 
     @property
     def mb_per_s(self) -> float:
@@ -81,7 +95,8 @@ class Outcome:
 class Profiled:
     """Runs a callable under cProfile (or pyinstrument) and keeps the result."""
 
-    def __init__(self, use_pyinstrument: bool) -> None:
+    def __init__(self, use_pyinstrument: bool, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.profile: cProfile.Profile | None = None
         self.pyinstrument_text: str | None = None
         self._pyi: Any = None
@@ -93,7 +108,17 @@ class Profiled:
                                  "(pip install pyinstrument)") from None
 
     def __call__(self, fn: Callable[[], Outcome]) -> Outcome:
-        """Run ``fn`` under the profiler."""
+        """Run ``fn`` under the profiler (if enabled); note our CPU time during it."""
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        out = self._run(fn)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        out.cpu_user = r1.ru_utime - r0.ru_utime
+        out.cpu_sys = r1.ru_stime - r0.ru_stime
+        return out
+
+    def _run(self, fn: Callable[[], Outcome]) -> Outcome:
+        if not self.enabled:
+            return fn()
         if self._pyi is not None:
             prof = self._pyi.Profiler(interval=0.0005)
             prof.start()
@@ -160,16 +185,34 @@ def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
     """tcp-recv / tcp-send between our stack and the kernel peer."""
     size = parse_size(args.size)
     with topology(mtu=args.mtu, prefix="bprof") as topo:
-        assert topo.link is not None
+        assert topo.link is not None and topo.tap is not None
+        link = topo.link
+        if args.offload == "on":
+            topo.tap.close()  # one TAP holds the peer address at a time
+            link = TapLink(mtu=topo.mtu, netns=topo.netns, peer_ip=topo.peer_ip,
+                           offload=True)
         proc = topo.start([sys.executable, PEER, "--port", str(PEER_PORT)])
         topo.wait_listening(PEER_PORT, proc=proc)
         loop = Loop()
-        stack = NetStack(loop, topo.link, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
+        stack = NetStack(loop, link, StackConfig(mac=topo.our_mac, ip=topo.our_ip))
         stack.start()
         try:
             s = stack.open_stream(topo.peer_addr, PEER_PORT)
+            tcp_c = stack.counters.layer("tcp")
+
+            def counted(fn: Callable[[], Outcome]) -> Callable[[], Outcome]:
+                def wrapped() -> Outcome:
+                    before = (tcp_c["segments_in"], tcp_c["segments_out"])
+                    out = fn()
+                    out.segments = (tcp_c["segments_in"] - before[0],
+                                    tcp_c["segments_out"] - before[1])
+                    return out
+                return wrapped
+
             if args.mode == "tcp-recv":
-                s.sendall(f"SOURCE {size} 1\n".encode())
+                s.sendall(f"BULK {size} 1\n".encode())
+                if s.recv_exact(len(READY), 120) != READY:
+                    raise BenchError("tcp-recv: the peer did not say READY")
                 h = hashlib.sha256()
 
                 def recv() -> Outcome:
@@ -183,7 +226,7 @@ def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
                         got += len(data)
                     return Outcome(got, time.perf_counter() - t0)
 
-                out = run(recv)
+                out = run(counted(recv))
                 want = hashlib.sha256()
                 for chunk in stream(1, size):
                     want.update(chunk)
@@ -203,10 +246,12 @@ def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
                     raise BenchError(f"tcp-send: peer got {answer}")
                 return Outcome(size, time.perf_counter() - t0)
 
-            return run(send)
+            return run(counted(send))
         finally:
             stack.close()
             loop.close()
+            if link is not topo.link:
+                link.close()
 
 
 # --------------------------------------------------------------------------- output
@@ -268,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=20000, help="random reads (rand-read)")
     ap.add_argument("--digests", action="store_true", help="CRC32C header+data digests")
     ap.add_argument("--top", type=int, default=25, help="functions listed per sort")
+    ap.add_argument("--offload", choices=("on", "off"), default="off",
+                    help="tcp-* modes: TAP checksum/GSO offloads (read/write: always on)")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="no profiler: throughput and CPU time per MiB only")
     ap.add_argument("--output", type=Path, help="write the cProfile data to this file")
     ap.add_argument("--pyinstrument", action="store_true",
                     help="use pyinstrument (if installed) instead of cProfile")
@@ -277,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"profile: cannot run: {problem}", file=sys.stderr)
         return 2
-    run = Profiled(args.pyinstrument)
+    run = Profiled(args.pyinstrument, enabled=not args.no_profile)
     transfer = tcp_transfer if args.mode.startswith("tcp-") else iscsi_transfer
     try:
         out = transfer(args, run)
@@ -291,13 +340,25 @@ def main(argv: list[str] | None = None) -> int:
     what = f"{args.mode} {out.nbytes} bytes at MTU {args.mtu}"
     if out.requests:
         what += f" in {out.requests} requests"
+    mib = out.nbytes / (1 << 20) or 1e-9
+    cpu = (f"CPU {1000 * (out.cpu_user + out.cpu_sys) / mib:.3f} ms/MiB (user "
+           f"{1000 * out.cpu_user / mib:.3f}, sys {1000 * out.cpu_sys / mib:.3f})")
+    if out.segments is not None:
+        cpu += (f", TCP segments in {out.segments[0] / mib:.1f}/MiB, "
+                f"out {out.segments[1] / mib:.1f}/MiB")
+    if not run.enabled:
+        print(f"{what}: {out.seconds:.2f} s, {out.mb_per_s:.1f} MB/s, {cpu} "
+              "(MB = 10^6 B, MiB = 2^20 B; no profiler)")
+        return 0
     tool = "pyinstrument" if run.pyinstrument_text is not None else "cProfile"
     print(f"{what}: {out.seconds:.2f} s, {out.mb_per_s:.1f} MB/s under {tool} "
-          f"(MB = 10^6 B; profiling slows it down)")
+          f"(MB = 10^6 B; profiling slows it down); {cpu} under the profiler")
     if run.pyinstrument_text is not None:
         print(run.pyinstrument_text)
         return 0
     assert run.profile is not None
+    calls = sum(v[1] for v in pstats.Stats(run.profile).stats.values())  # type: ignore[attr-defined]
+    print(f"{calls / mib:.0f} function calls per MiB ({calls} in all)")
     if args.output is not None:
         run.profile.dump_stats(str(args.output))
         print(f"cProfile data: {args.output}")

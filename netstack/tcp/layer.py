@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import struct
 from collections.abc import Callable
 
 from netstack.counters import Counters
@@ -35,6 +36,12 @@ EPHEMERAL_LOW = 49152
 EPHEMERAL_HIGH = 65535
 
 _Key = tuple[int, bytes, int]  # (local port, remote ip, remote port)
+
+#: What header prediction reads (RFC 9293 §3.1): ports, SEQ, ACK, the data offset and
+#: flags word, the window; then, past checksum and urgent pointer, the first three
+#: option words (the aligned timestamps layout when there is one, RFC 7323 Appendix A).
+_PRED32 = struct.Struct("!HHIIHH4xIII")
+_PRED20 = struct.Struct("!HHIIHH")
 
 
 class Listener:
@@ -204,12 +211,23 @@ class TcpLayer:
         if not csum_ok and self.verify_checksums and not verify_checksum(src, dst, segment):
             c["bad_checksum"] += 1
             return
+        # Header prediction first (TcpConnection.receive_predicted): the raw fields, no
+        # option objects; anything else is parsed and goes the full way.
+        if len(segment) >= 32:
+            sport, dport, seqno, ack, offflags, window, tsopt, ts_val, ts_ecr = \
+                _PRED32.unpack_from(segment)
+        else:
+            sport, dport, seqno, ack, offflags, window = _PRED20.unpack_from(segment)
+            tsopt = ts_val = ts_ecr = 0
+        conn = self._conns.get((dport, bytes(src), sport))
+        if conn is not None and conn.receive_predicted(seqno, ack, offflags, window, tsopt,
+                                                       ts_val, ts_ecr, segment, now):
+            return
         try:
             seg = parse(segment)
         except SegmentError as e:
             c[e.reason if e.reason.startswith("bad_") else "bad_" + e.reason] += 1
             return
-        conn = self._conns.get((seg.dport, bytes(src), seg.sport))
         if conn is None and seg.flags & (SYN | ACK | RST) == SYN and seg.dport in self._listeners:
             if self._half_open() >= self.max_half_open:
                 c["syn_dropped"] += 1  # SYN flood: the peer retransmits when it is real
