@@ -314,7 +314,17 @@ class Lab:
             return done
         problems: list[str] = []
         info = state.get("tgtd")
-        if info:
+        live = self._tgtd
+        if live is not None and live.running:
+            # This process started it (and may have restarted it since: a new PID the
+            # state file does not know). Stop it through the handle.
+            what = f"tgtd pid {live.pid}"
+            try:
+                live.stop()
+                done.append(f"stopped {what}")
+            except TargetError as e:
+                problems.append(f"could not stop {what}: {e}")
+        elif info:
             ours, what = self._is_our_tgtd(info)
             if ours:
                 proc = self._tgtd.popen if self._tgtd is not None else None

@@ -159,6 +159,23 @@ def test_lab_in_process(lab_names: list[str]) -> None:
     assert pid_state(pid) is None
 
 
+def test_lab_down_stops_a_tgtd_restarted_in_process(lab_names: list[str]) -> None:
+    """A test that restarts the lab's tgtd (new PID, unknown to the state file) must not
+    leave it running after the lab is down (CI once found it orphaned that way)."""
+    lab = Lab(lun_dir=SHM, size="8M", address="10.78.0.1/24", bridge="brlab")
+    lab_names.append(lab.name)
+    with lab:
+        tgtd = lab.tgtd
+        assert tgtd is not None and tgtd.pid is not None
+        first = tgtd.pid
+        tgtd.restart()
+        second = tgtd.pid
+        assert second is not None and second != first
+    assert pid_state(first) is None
+    assert pid_state(second) is None
+    assert not nsh.exists(lab.name) and not lab.state_path.exists()
+
+
 def test_lab_up_failure_cleans_up(lab_names: list[str]) -> None:
     lab = Lab(luns=["/nonexistent-dir/x.img"])
     lab_names.append(lab.name)
