@@ -42,6 +42,8 @@ from netstack.tcp.segment import (
     TsoSegment,
     build,
     build_options,
+    build_ts,
+    pseudo_header_base,
 )
 
 if TYPE_CHECKING:
@@ -215,6 +217,7 @@ class TcpConnection:
         self._dsack: tuple[int, int] | None = None  # RFC 2883: duplicate to report once
 
         self._timers: list[float | None] = [None, None, None, None, None, None]
+        self._pseudo_base = pseudo_header_base(local_ip, remote_ip)
         self._hp = config.header_prediction
 
     # ----------------------------------------------------------------- user API
@@ -1602,6 +1605,11 @@ class TcpConnection:
         else:  # BSD-style: the window less what is between SND.UNA and SND.NXT
             cwnd = self.cwnd + (self._dupacks * mss if self._limited_transmit() else 0)
             usable_total = min(self.snd_wnd, cwnd) - sq.diff(self.snd_nxt, self.snd_una)
+        # The common case, built at once (build_ts): timestamps and no SACK block to carry
+        # (exactly when _segment would add none); window and TSval are the same for every
+        # segment of this pass, as _segment would compute them each time.
+        fast = self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack is not None))
+        window = ts_val = 0
         while True:
             off = sq.diff(self.snd_nxt, self.snd_una)
             unsent = buf_len - off
@@ -1627,14 +1635,25 @@ class TcpConnection:
             view = memoryview(self._sndbuf)
             chunk = view[off:off + n]
             flags = ACK | (PSH if n == unsent else 0)
+            if fast:
+                if not sent:
+                    wnd = self._rcv_window()
+                    self._rcv_adv = sq.add(self.rcv_nxt, wnd)
+                    window = min(wnd >> self.rcv_wscale, 0xFFFF)
+                    ts_val = self._ts_now(now)
+                    self._ack_pending = False
+                    self._ack_now = False
+                seg: bytes = build_ts(self._pseudo_base, self.local_port, self.remote_port,
+                                      self.snd_nxt, self.rcv_nxt, flags, window, ts_val,
+                                      self._ts_recent, chunk, self.layer.tx_csum_partial)
+            else:
+                seg = self._segment(self.snd_nxt, self.rcv_nxt, flags, chunk, now, segs == 1)
             if segs > 1:
-                out.append(TsoSegment(
-                    self._segment(self.snd_nxt, self.rcv_nxt, flags, chunk, now, False),
-                    mss, self.layer.tx_csum_partial))
+                out.append(TsoSegment(seg, mss, self.layer.tx_csum_partial))
                 self._c["segments_out"] += segs - 1  # the layer counts the list entry
                 self._c["tso_out"] += 1
             else:
-                out.append(self._segment(self.snd_nxt, self.rcv_nxt, flags, chunk, now))
+                out.append(seg)
             chunk.release()
             view.release()
             retrans = sq.lt(self.snd_nxt, self.snd_max)

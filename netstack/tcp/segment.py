@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from netstack.checksum import (
     fold,
+    ones_sum,
     pseudo_header_sum,
     transport_checksum,
     transport_checksum_parts,
@@ -188,6 +189,36 @@ def build(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, fl
     else:
         csum = transport_checksum_parts(src, dst, 6, (header, payload), hlen + len(payload))
     return b"".join((header[:16], csum.to_bytes(2, "big"), header[18:], payload))
+
+
+_HDR_TS = struct.Struct("!HHIIBBHHHIII")  # fixed header + NOP NOP TS (RFC 7323 App. A)
+_TS_WORD = 0x0101080A  # NOP, NOP, kind 8, length 10
+
+
+def build_ts(pseudo_base: int, sport: int, dport: int, seq: int, ack: int, flags: int,
+             window: int, ts_val: int, ts_ecr: int, payload: bytes | memoryview,
+             partial: bool = False) -> bytes:
+    """:func:`build` for the common segment of a connection with timestamps: a 32-byte
+    header whose only option is the aligned NOP NOP TS layout (RFC 7323 Appendix A),
+    packed at once; byte-identical to ``build(src, dst, ..., build_options(TcpOptions(
+    ts_val=ts_val, ts_ecr=ts_ecr)), payload, partial)``. ``pseudo_base`` is the
+    connection's pseudo-header sum without the length (:func:`pseudo_header_base`): the
+    length is added here (congruent modulo 0xFFFF for IPv6's 32-bit length too)."""
+    total = 32 + len(payload)
+    header = _HDR_TS.pack(sport, dport, seq, ack, 0x80, flags, window, 0, 0, _TS_WORD,
+                          ts_val, ts_ecr)
+    if partial:
+        csum = fold(pseudo_base + total)
+    else:
+        csum = 0xFFFF - fold(pseudo_base + total + int.from_bytes(header, "big")
+                             + ones_sum(payload))
+    return b"".join((header[:16], csum.to_bytes(2, "big"), header[18:], payload))
+
+
+def pseudo_header_base(src: bytes, dst: bytes) -> int:
+    """The TCP pseudo-header sum of ``src``/``dst`` without the length (RFC 9293 §3.1,
+    RFC 8200 §8.1), for :func:`build_ts`."""
+    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6
 
 
 class TsoSegment:
