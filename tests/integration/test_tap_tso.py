@@ -152,8 +152,11 @@ def test_kernel_cuts_our_super_segments_into_valid_wire_segments(
             sink = nsh.NetnsProcess(ns2, [sys.executable, PEER, "--port", str(PORT)])
             procs.append(sink)
             wire_cap, tap_cap = tmp_path / "wire.pcapng", tmp_path / "tap.pcapng"
-            for where, dev, path, extra in ((ns2, "vtso1", wire_cap, ()),
-                                            (ns, link.name, tap_cap, ("-s", "128"))):
+            # A 64 MiB capture buffer each: a loaded machine must not drop frames here
+            # (the wire capture keeps whole frames, its TCP checksums are checked).
+            for where, dev, path, extra in ((ns2, "vtso1", wire_cap, ("-B", "64")),
+                                            (ns, link.name, tap_cap,
+                                             ("-B", "64", "-s", "128"))):
                 p = nsh.NetnsProcess(where, ["tshark", "-q", "-i", dev, *extra, "-f", "tcp",
                                              "-w", str(path)])
                 procs.append(p)
