@@ -31,7 +31,7 @@ from netstack.link.base import Link  # noqa: E402
 from netstack.link.tap import TapLink  # noqa: E402
 from netstack.loop import Loop  # noqa: E402
 from netstack.stack import NetStack, StackConfig  # noqa: E402
-from tests.integration.tcp_peer import READY, stream  # noqa: E402
+from tests.integration.tcp_peer import READY, receive_all, stream  # noqa: E402
 
 PEER = str(ROOT / "tests" / "integration" / "tcp_peer.py")
 PORT = 5001
@@ -104,16 +104,9 @@ def our_transfer(topo: Topology, link: Link, size: int,
         if s.recv_exact(len(READY), 60) != READY:
             raise CheckError(f"receive at MTU {topo.mtu}: the peer did not say READY")
         t0 = time.perf_counter()
-        h = hashlib.sha256()
-        got = 0
-        while True:
-            data = s.recv_some(60)
-            if not data:
-                break
-            h.update(data)
-            got += len(data)
+        sha, got = receive_all(s, 60)
         t_recv = time.perf_counter() - t0
-        if got != size or h.hexdigest() != want_recv:
+        if got != size or sha != want_recv:
             raise CheckError(f"receive check failed at MTU {topo.mtu}: {got} bytes")
         s.close()
         s = stack.open_stream(topo.peer_addr, port)

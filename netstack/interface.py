@@ -301,11 +301,9 @@ class Interface:
             self._c_ip["unknown_protocol"] += 1
 
     # ------------------------------------------------------------------- send
-    def send_ip(self, dst: bytes, proto: int, payload: BytesLike, now: float,
-                df: bool = True) -> None:
-        """Send one datagram from our address: route, header, fragment if needed and
-        allowed, resolve the next hop (queueing while ARP works). Failures are counted."""
-        c = self._c_ip
+    def _next_hop(self, dst: bytes) -> bytes | None:
+        """The IPv4 next hop for ``dst`` (one-entry cache: bulk traffic has one peer), or
+        None, counted as ``no_route``."""
         if dst == self._route_dst:
             nh = self._route_nh
         else:
@@ -313,7 +311,16 @@ class Interface:
             self._route_dst = dst
             self._route_nh = nh
         if nh is None:
-            c["no_route"] += 1
+            self._c_ip["no_route"] += 1
+        return nh
+
+    def send_ip(self, dst: bytes, proto: int, payload: BytesLike, now: float,
+                df: bool = True) -> None:
+        """Send one datagram from our address: route, header, fragment if needed and
+        allowed, resolve the next hop (queueing while ARP works). Failures are counted."""
+        c = self._c_ip
+        nh = self._next_hop(dst)
+        if nh is None:
             return
         n = len(payload)
         packets: list[bytes] | None = None
@@ -424,14 +431,8 @@ class Interface:
             ip6.send_tcp_gso(dst, seg, now, src)
             return
         c = self._c_ip
-        if dst == self._route_dst:
-            nh = self._route_nh
-        else:
-            nh = self.ipv4.route(dst)
-            self._route_dst = dst
-            self._route_nh = nh
+        nh = self._next_hop(dst)
         if nh is None:
-            c["no_route"] += 1
             return
         data = seg.data
         n = len(data)

@@ -365,6 +365,13 @@ class TcpConnection:
         edge = sq.diff(self._rcv_adv, self.rcv_nxt)
         return max(wnd, edge, 0)
 
+    def _advertise(self) -> int:
+        """The window field of the next segment (scaled, RFC 7323 §2.3); records the right
+        edge it advertises."""
+        wnd = self._rcv_window()
+        self._rcv_adv = sq.add(self.rcv_nxt, wnd)
+        return min(wnd >> self.rcv_wscale, 0xFFFF)
+
     def _window_opened(self) -> None:
         # A read opened space: announce it if it moved the edge by 2 MSS or half the buffer.
         if self._fin_received:
@@ -398,12 +405,7 @@ class TcpConnection:
                 if self._ooo and len(blocks) < limit:
                     blocks += self._sack_blocks(limit - len(blocks))
                 opts.sack = blocks
-        if flags & SYN:
-            window = min(self.config.rcvbuf, 0xFFFF)
-        else:
-            wnd = self._rcv_window()
-            self._rcv_adv = sq.add(self.rcv_nxt, wnd)
-            window = min(wnd >> self.rcv_wscale, 0xFFFF)
+        window = min(self.config.rcvbuf, 0xFFFF) if flags & SYN else self._advertise()
         if flags & ACK:
             self._ack_pending = False
             self._ack_now = False
@@ -1637,9 +1639,7 @@ class TcpConnection:
             flags = ACK | (PSH if n == unsent else 0)
             if fast:
                 if not sent:
-                    wnd = self._rcv_window()
-                    self._rcv_adv = sq.add(self.rcv_nxt, wnd)
-                    window = min(wnd >> self.rcv_wscale, 0xFFFF)
+                    window = self._advertise()
                     ts_val = self._ts_now(now)
                     self._ack_pending = False
                     self._ack_now = False

@@ -212,13 +212,8 @@ class TcpLayer:
             # verify_checksum inlined (RFC 1071 by big integers, see netstack.checksum):
             # segment + pseudo-header sum to 0xFFFF, i.e. to a nonzero multiple of 0xFFFF
             # (IPv6's 32-bit length is congruent to its two words).
-            n = len(segment)
-            if n <= 2048:
-                total = int.from_bytes(segment, "big") << 8 if n & 1 else \
-                    int.from_bytes(segment, "big")
-            else:
-                total = ones_sum(segment)
-            total += int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6 + n
+            total = ones_sum(segment) + int.from_bytes(src, "big") + \
+                int.from_bytes(dst, "big") + 6 + len(segment)
             if total % 0xFFFF or not total:
                 c["bad_checksum"] += 1
                 return

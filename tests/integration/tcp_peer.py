@@ -21,10 +21,27 @@ import socket
 import socketserver
 import struct
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # this file also runs alone inside the namespace, without netstack
+    from netstack.stack import Stream
 
 CHUNK = 1 << 20
 #: What BULK sends once its data is ready, before the data.
 READY = b"READY\n"
+
+
+def receive_all(s: Stream, timeout: float) -> tuple[str, int]:
+    """Read ``s`` (our stack's stream) to EOF: (sha256 hex, byte count); ``timeout`` per
+    read."""
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        data = s.recv_some(timeout)
+        if not data:
+            return h.hexdigest(), n
+        h.update(data)
+        n += len(data)
 
 
 def stream(seed: int, n: int) -> Iterator[bytes]:

@@ -27,7 +27,7 @@ from netstack.ipv6 import eui64_iid
 from netstack.loop import Loop, LoopTimeout
 from netstack.stack import NetStack, StackConfig
 from netstack.tcp.connection import TcpError
-from tests.integration.tcp_peer import stream
+from tests.integration.tcp_peer import receive_all, stream
 
 PEER = str(Path(__file__).with_name("tcp_peer.py"))
 PORT = 5001
@@ -129,15 +129,8 @@ def test_tcp_both_ways_with_the_kernel(make_topology: Callable[..., Topology]) -
         assert line.decode().split() == [_sha(3, n), str(n)]
         s = stack.open_stream("fd00::1", PORT, timeout=10)
         s.sendall(f"SOURCE {n} 9\n".encode())
-        h = hashlib.sha256()
-        got = 0
-        while True:
-            data = s.recv_some(30)
-            if not data:
-                break
-            h.update(data)
-            got += len(data)
-        assert (got, h.hexdigest()) == (n, _sha(9, n))
+        sha, got = receive_all(s, 30)
+        assert (got, sha) == (n, _sha(9, n))
         # The segments really were IPv6 with the IPv6 MSS (MTU 1500 - 60).
         assert s.conn.mss_local == 1440
         c = stack.counters_dict()

@@ -15,7 +15,7 @@ from netstack.harness import Topology
 from netstack.loop import Loop
 from netstack.stack import NetStack, StackConfig, Stream
 from netstack.tcp.connection import TcpConfig, TcpError, TcpState
-from tests.integration.tcp_peer import stream
+from tests.integration.tcp_peer import receive_all, stream
 
 PEER = str(Path(__file__).with_name("tcp_peer.py"))
 PORT = 5001
@@ -43,17 +43,6 @@ def command(stack: NetStack, topo: Topology, line: str) -> Stream:
     s = stack.open_stream(topo.peer_addr, PORT)
     s.sendall(line.encode() + b"\n")
     return s
-
-
-def receive_all(s: Stream, timeout: float) -> tuple[str, int]:
-    h = hashlib.sha256()
-    n = 0
-    while True:
-        data = s.recv_some(timeout)
-        if not data:
-            return h.hexdigest(), n
-        h.update(data)
-        n += len(data)
 
 
 def expected_sha(seed: int, n: int) -> str:
