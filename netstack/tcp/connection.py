@@ -98,6 +98,7 @@ class TcpConfig:
     challenge_ack_per_second: int = 10  # RFC 5961 §7
     tail_loss_probe: bool = True  # RFC 8985 §7 (TLP); needs SACK
     wc_delack: float = 0.2  # RFC 8985 WCDelAckT: worst-case delayed ACK of the peer
+    pto_min: float = 0.01  # PTO floor: a loaded host's ACKs lag a 0.1 ms SRTT by ms
     spurious_rto_undo: bool = True  # RFC 3522 detection, RFC 4015 response; timestamps
     #: Header prediction (TcpConnection.receive_predicted); off only to compare paths.
     header_prediction: bool = True
@@ -1007,7 +1008,8 @@ class TcpConnection:
     def _arm_pto(self, now: float) -> None:
         """Arm the tail loss probe (RFC 8985 §7.2): PTO = 2·SRTT, plus the peer's
         worst-case delayed ACK when one segment is in flight, plus 2 ms of timer slack
-        otherwise (as Linux does), and only when it comes before the RTO."""
+        otherwise (as Linux does), at least ``pto_min``, and only before the RTO. Without
+        the floor a sub-millisecond SRTT made probes on a clean but loaded link."""
         t = self._timers
         t[_T_PTO] = None
         if not (self.config.tail_loss_probe and self.sack_ok) or self.srtt is None or \
@@ -1018,7 +1020,8 @@ class TcpConnection:
         flight = self._flight()
         if flight <= 0:
             return
-        pto = 2 * self.srtt + (self.config.wc_delack if flight <= self.mss else 0.002)
+        pto = max(2 * self.srtt + (self.config.wc_delack if flight <= self.mss else 0.002),
+                  self.config.pto_min)
         rtx = t[_T_RTX]
         if rtx is not None and now + pto >= rtx:
             return
