@@ -7,11 +7,15 @@ callback from inside the loop, so a caller (a benchmark, the NBD server) can kee
 commands in flight (the session's ``queue_depth`` and CmdSN window bound what is on
 the wire; the rest waits in its queue).
 
-Requests larger than ``max_transfer`` (default: the negotiated MaxBurstLength, at
-most 1 MiB) are split; READ/WRITE(10) or (16) are chosen per piece by LBA and length
-(LUNs over 2 TiB work).  On open the device runs TEST UNIT READY, READ CAPACITY(10)
-(falling back to 16), standard INQUIRY and records the LUN's VPD 0x80/0x83 identity,
-which the session checks again after every reconnect.
+Requests larger than ``max_transfer`` are split (default 2 MiB, lowered to the LUN's
+MAXIMUM TRANSFER LENGTH when its Block Limits VPD page reports one, SBC-4 §6.6.4; not
+MaxBurstLength, which bounds one Data-In or R2T sequence, RFC 7143 §13.13, not a
+command: the target sends a longer read as several sequences and solicits a longer
+write with several R2Ts, as Linux's and libiscsi's initiators expect). READ/WRITE(10)
+or (16) are chosen per piece by LBA and length (LUNs over 2 TiB work). On open the
+device runs TEST UNIT READY, READ CAPACITY(10) (falling back to 16), standard INQUIRY,
+reads Block Limits (VPD 0xB0) when listed and records the LUN's VPD 0x80/0x83
+identity, which the session checks again after every reconnect.
 """
 
 from __future__ import annotations
@@ -24,14 +28,25 @@ from bootinit.iscsi.recovery import LunIdentity
 from bootinit.iscsi.task import ScsiRequest, Task
 from bootinit.scsi import cdb as scsi_cdb
 from bootinit.scsi.capacity import Capacity
-from bootinit.scsi.inquiry import StandardInquiry
+from bootinit.scsi.inquiry import BlockLimits, StandardInquiry
 from bootinit.scsi.sense import ScsiError
 from netstack.link.base import BytesLike
 
 if TYPE_CHECKING:
     from bootinit.initiator import IscsiSession
 
-DEFAULT_MAX_TRANSFER = 1 << 20
+DEFAULT_MAX_TRANSFER = 2 << 20
+
+
+def transfer_blocks(max_transfer: int | None, block_size: int,
+                    limits: BlockLimits | None) -> int:
+    """Blocks per command: ``max_transfer`` bytes (None: :data:`DEFAULT_MAX_TRANSFER`),
+    never more than the LUN's MAXIMUM TRANSFER LENGTH (Block Limits VPD)."""
+    mt = DEFAULT_MAX_TRANSFER if max_transfer is None else max_transfer
+    n = max(1, mt // block_size)
+    if limits is not None and limits.max_transfer_blocks is not None:
+        n = min(n, limits.max_transfer_blocks)
+    return n
 
 
 class ShortTransfer(IscsiError):
@@ -177,10 +192,9 @@ class BlockDevice(SyncBlockIO):
         if check_identity:
             self.identity = session.lun_identity(lun)
             session.session.register_lun_identity(lun, self.identity)
-        burst = session.params.max_burst_length
-        mt = max_transfer if max_transfer is not None else min(burst, DEFAULT_MAX_TRANSFER)
         bs = self.block_size
-        self.max_transfer_blocks = max(1, mt // bs)
+        self.block_limits: BlockLimits | None = session.block_limits(lun)
+        self.max_transfer_blocks = transfer_blocks(max_transfer, bs, self.block_limits)
 
     def _open_ready(self) -> None:
         """TEST UNIT READY until GOOD (UNIT ATTENTION etc. are retried by the session)."""

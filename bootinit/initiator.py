@@ -35,7 +35,13 @@ from bootinit.iscsi.task import ScsiRequest, ScsiResult, SessionFailed, Task, Ta
 from bootinit.iscsi.text import DEFAULT_PORT, DiscoveredTarget, Portal
 from bootinit.scsi import cdb as scsi_cdb
 from bootinit.scsi.capacity import Capacity, decode_read_capacity_10, decode_read_capacity_16
-from bootinit.scsi.inquiry import StandardInquiry, decode_standard_inquiry, decode_supported_pages
+from bootinit.scsi.inquiry import (
+    BlockLimits,
+    StandardInquiry,
+    decode_block_limits,
+    decode_standard_inquiry,
+    decode_supported_pages,
+)
 from bootinit.scsi.lun import decode_report_luns_numbers, report_luns_length
 from bootinit.scsi.sense import ScsiError, Sense, Status, decode_sense
 from firmware_tables.target import TargetSpec
@@ -165,6 +171,16 @@ class IscsiSession:
     def supported_vpd_pages(self, lun: int | None = None) -> list[int]:
         """VPD 0x00 (SPC-4 §7.8.15)."""
         return decode_supported_pages(self.vpd(0x00, lun))
+
+    def block_limits(self, lun: int | None = None) -> BlockLimits | None:
+        """VPD 0xB0 (SBC-4 §6.6.4) when the LUN lists it in VPD 0x00, else None."""
+        try:
+            pages = self.supported_vpd_pages(lun)
+        except (ScsiError, ValueError):
+            return None
+        if 0xB0 not in pages:
+            return None
+        return decode_block_limits(self.vpd(0xB0, lun))
 
     def lun_identity(self, lun: int | None = None) -> LunIdentity:
         """VPD 0x80 serial and 0x83 designator of the LUN (what recovery re-checks)."""

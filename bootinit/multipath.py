@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from bootinit.blockdev import DEFAULT_MAX_TRANSFER, IoCallback, IoRequest, SyncBlockIO
+from bootinit.blockdev import IoCallback, IoRequest, SyncBlockIO, transfer_blocks
 from bootinit.initiator import IscsiSession, chap_from_spec, default_initiator_name
 from bootinit.iscsi.chap import ChapCredentials
 from bootinit.iscsi.errors import IscsiError
@@ -276,9 +276,10 @@ class MultipathDevice(SyncBlockIO):
             assert p.session is not None
             p.session.register_lun_identity(p.lun, self.identity)
             p.state = PathState.UP
-        burst = min(p.handle.params.max_burst_length for p in up if p.handle is not None)
-        mt = max_transfer if max_transfer is not None else min(burst, DEFAULT_MAX_TRANSFER)
-        self.max_transfer_blocks = max(1, mt // self.block_size)
+        # One LUN behind every path: its Block Limits, asked once (SBC-4 §6.6.4).
+        self.block_limits = first.handle.block_limits(first.lun)
+        self.max_transfer_blocks = transfer_blocks(max_transfer, self.block_size,
+                                                   self.block_limits)
         self._active = self._pick_active()
         log.info("multipath %s LUN %d: %d of %d paths up, policy %s", first.spec.target.name,
                  first.lun, len(up), len(self.paths), self.policy)

@@ -5,6 +5,8 @@
 * :func:`decode_supported_pages` (VPD 0x00, §7.8.15),
   :func:`decode_unit_serial` (VPD 0x80, §7.8.16) and
   :func:`decode_device_identification` (VPD 0x83, §7.8.6).
+* :func:`decode_block_limits` (VPD 0xB0, SBC-4 §6.6.4): the largest and the preferred
+  transfer length of one command.
 """
 
 from __future__ import annotations
@@ -106,6 +108,27 @@ def decode_supported_pages(data: BytesLike) -> list[int]:
     return list(_vpd(data, 0x00))
 
 
+@dataclass(frozen=True)
+class BlockLimits:
+    """What VPD 0xB0 says about transfer sizes, in logical blocks (None: no limit or
+    no preference reported, i.e. the field was 0)."""
+
+    max_transfer_blocks: int | None
+    optimal_transfer_blocks: int | None
+
+
+def decode_block_limits(data: BytesLike) -> BlockLimits:
+    """VPD 0xB0, Block Limits (SBC-4 §6.6.4): MAXIMUM TRANSFER LENGTH (bytes 8-11) and
+    OPTIMAL TRANSFER LENGTH (bytes 12-15), counted in logical blocks, 0 = not reported."""
+    body = _vpd(data, 0xB0)
+    if len(body) < 12:
+        raise InquiryFormatError("PAGE LENGTH", len(body),
+                                 "Block Limits needs at least 12 bytes (SBC-4 §6.6.4)")
+    mx = int.from_bytes(body[4:8], "big")
+    opt = int.from_bytes(body[8:12], "big")
+    return BlockLimits(mx or None, opt or None)
+
+
 def decode_unit_serial(data: BytesLike) -> str:
     """VPD 0x80: the product serial number (spaces and NULs stripped)."""
     return _ascii(_vpd(data, 0x80))
@@ -192,8 +215,8 @@ def lu_identifier(designators: list[Designator]) -> Designator | None:
 
 
 __all__ = [
-    "Association", "CodeSet", "Designator", "DesignatorType", "InquiryFormatError",
-    "PeripheralType", "StandardInquiry", "decode_device_identification",
+    "Association", "BlockLimits", "CodeSet", "Designator", "DesignatorType", "InquiryFormatError",
+    "PeripheralType", "StandardInquiry", "decode_block_limits", "decode_device_identification",
     "decode_standard_inquiry", "decode_supported_pages", "decode_unit_serial",
     "lu_identifier",
 ]

@@ -281,6 +281,27 @@ def test_queue_depth_1_and_32(env: Env) -> None:
           f"qd32 write {out[32][0]:.1f} read {out[32][1]:.1f} MB/s")
 
 
+def test_commands_longer_than_max_burst(env: Env) -> None:
+    """2 MiB READ and WRITE commands against tgtd's 256 KiB MaxBurstLength: the target
+    answers the read with several Data-In sequences and solicits the write with several
+    R2Ts (RFC 7143 §13.13 bounds a sequence, not a command); tgtd's Block Limits page
+    (VPD 0xB0) reports no maximum, so the device's default of 2 MiB per command holds."""
+    ini = env.initiator()
+    dev = ini.open_block_device(env.url(DISK, 2), queue_depth=8)
+    burst = dev.session.params.max_burst_length
+    assert dev.block_limits is not None and dev.block_limits.max_transfer_blocks is None
+    assert dev.max_transfer_blocks * dev.block_size == 2 * MiB > burst
+    data = os.urandom(8 * MiB)
+    before = dev.session.counters()["commands"].get("submitted", 0)
+    dev.write(0, data)
+    assert dev.read(0, len(data) // 512) == data
+    dev.flush()
+    # 4 writes + 4 reads + 1 flush: no command was split at MaxBurstLength.
+    assert dev.session.counters()["commands"]["submitted"] - before == 9
+    assert file_bytes(env, "disk", 2, 0, len(data)) == data
+    ini.logout()
+
+
 def test_several_luns_are_distinct(env: Env) -> None:
     ini = env.initiator()
     s = ini.login(env.url(DISK, 1))

@@ -76,6 +76,8 @@ class FakeLun:
     naa: bytes = bytes.fromhex("6001405fa3e1b2c4")
     data: bytearray = field(default_factory=bytearray)
     sparse: dict[int, bytes] | None = None  # block -> bytes, for huge LUNs
+    #: VPD 0xB0 (Block Limits) MAXIMUM TRANSFER LENGTH in blocks; None: page not listed.
+    max_transfer_blocks: int | None = None
 
     def __post_init__(self) -> None:
         if self.sparse is None and not self.data:
@@ -544,8 +546,13 @@ class FakeTarget:
             return bytes(b)
         assert lun is not None
         if page == 0x00:
-            pages = bytes((0x00, 0x80, 0x83))
+            pages = bytes((0x00, 0x80, 0x83) if lun.max_transfer_blocks is None
+                          else (0x00, 0x80, 0x83, 0xB0))
             return bytes((0, 0, 0, len(pages))) + pages
+        if page == 0xB0 and lun.max_transfer_blocks is not None:
+            body = bytearray(0x3C)
+            body[4:8] = lun.max_transfer_blocks.to_bytes(4, "big")
+            return bytes((0, 0xB0)) + struct.pack(">H", len(body)) + bytes(body)
         if page == 0x80:
             sn = lun.serial.encode()
             return bytes((0, 0x80, 0, len(sn))) + sn

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from bootinit.blockdev import BlockDevice, IoRequest
+from bootinit.blockdev import DEFAULT_MAX_TRANSFER, BlockDevice, IoRequest
 from bootinit.initiator import IscsiSession, default_initiator_name
 from bootinit.iscsi.pdu import ScsiCommand
 from bootinit.iscsi.task import ScsiRequest, Task, TaskCallback
+from bootinit.scsi.inquiry import BlockLimits
 from bootinit.scsi.sense import ScsiError
 from tests.unit.fake_target import FakeLun, FakeTarget, Harness, TargetSettings
 
@@ -59,15 +60,37 @@ def test_sync_read_write_flush() -> None:
     dev.flush()
 
 
-def test_large_requests_are_split_at_max_burst() -> None:
+def test_commands_are_not_split_at_max_burst() -> None:
+    """MaxBurstLength bounds a sequence, not a command (RFC 7143 §13.13): a 1000-block
+    write is one command, its data solicited by several R2Ts of at most 64 KiB."""
     t = FakeTarget(settings=TargetSettings(max_burst=65536, first_burst=65536))
     _h, dev = open_dev(t)
-    assert dev.max_transfer_blocks == 128
+    assert dev.block_limits is None  # VPD 0xB0 not listed: the 2 MiB default
+    assert dev.max_transfer_blocks == DEFAULT_MAX_TRANSFER // 512
     before = len(t.commands)
     data = os.urandom(1000 * 512)
     dev.write(0, data)
     writes = [c for c in t.commands[before:] if c.write]
-    assert len(writes) == 8 and all(c.expected_length <= 65536 for c in writes)
+    assert [c.expected_length for c in writes] == [1000 * 512]
+    assert dev.read(0, 1000) == data
+    reads = [c for c in t.commands[before:] if c.read]
+    assert [c.expected_length for c in reads] == [1000 * 512]
+
+
+def test_large_requests_are_split_at_the_block_limits_maximum() -> None:
+    """A LUN whose Block Limits page (VPD 0xB0) says MAXIMUM TRANSFER LENGTH 128 gets
+    commands of at most 128 blocks, also when the caller asks for more."""
+    t = FakeTarget(luns={0: FakeLun(max_transfer_blocks=128)})
+    h, dev = open_dev(t)
+    assert dev.block_limits == BlockLimits(128, None)
+    assert dev.max_transfer_blocks == 128
+    assert BlockDevice(HarnessSession(h, 0), 0, max_transfer=1 << 30).max_transfer_blocks \
+        == 128
+    before = len(t.commands)
+    data = os.urandom(1000 * 512)
+    dev.write(0, data)
+    writes = [c for c in t.commands[before:] if c.write]
+    assert len(writes) == 8 and all(c.expected_length <= 128 * 512 for c in writes)
     assert dev.read(0, 1000) == data
 
 

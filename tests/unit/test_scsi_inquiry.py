@@ -11,9 +11,11 @@ from bootinit.scsi.capacity import (
 )
 from bootinit.scsi.inquiry import (
     Association,
+    BlockLimits,
     DesignatorType,
     InquiryFormatError,
     PeripheralType,
+    decode_block_limits,
     decode_device_identification,
     decode_standard_inquiry,
     decode_supported_pages,
@@ -133,3 +135,20 @@ def test_read_capacity_16() -> None:
     assert cap.thin_provisioned and cap.unmapped_reads_zero and cap.lowest_aligned_lba == 8
     with pytest.raises(CapacityFormatError):
         decode_read_capacity_16(bytes(8))
+
+
+def test_block_limits() -> None:
+    """VPD 0xB0 (SBC-4 §6.6.4): MAXIMUM TRANSFER LENGTH at bytes 8-11, OPTIMAL at 12-15,
+    0 meaning not reported; a page too short to hold them is a clear error."""
+    page = bytearray(64)
+    page[1] = 0xB0
+    page[3] = 60
+    page[8:12] = (4096).to_bytes(4, "big")
+    page[12:16] = (512).to_bytes(4, "big")
+    assert decode_block_limits(page) == BlockLimits(4096, 512)
+    page[8:16] = bytes(8)
+    assert decode_block_limits(page) == BlockLimits(None, None)
+    with pytest.raises(InquiryFormatError, match="PAGE LENGTH"):
+        decode_block_limits(bytes((0, 0xB0, 0, 8)) + bytes(8))
+    with pytest.raises(InquiryFormatError, match="PAGE CODE"):
+        decode_block_limits(bytes((0, 0xB1, 0, 60)) + bytes(60))
