@@ -194,8 +194,11 @@ def bootinit_run(guest: Guest, topo: Topology, url: str, readahead: bool = True)
         settings = GuestSettings(memory_mb=guest.memory_mb, time_limit=guest.limit,
                                  watch=[guest.marker], keep_serial=True,
                                  readahead=readahead)
+        def started(vm: QemuVm) -> None:
+            holder.setdefault("start", vm.started_at)
+
         res = run_guest(ctx, BootSource(parse_iscsi_url(url), "URL"), settings,
-                        on_started=lambda vm: holder.setdefault("start", vm.started_at))
+                        on_started=started)
     finally:
         ctx.close()
     if guest.marker not in res.marks:
