@@ -521,36 +521,31 @@ class Session:
                 if self._parser is None or self._transport != _T_UP:
                     return
             return
-        if self._transport != _T_UP:
-            return
         self._now_hint = now
+        if self._transport == _T_UP:
+            self._consume(parser, chunks, now)
+
+    def receive(self, data: BytesLike, now: float) -> None:
+        """Bytes received on the transport (any chunking)."""
+        self._now_hint = now
+        parser = self._parser
+        if parser is not None and self._transport == _T_UP:
+            self._consume(parser, [data], now)
+
+    def _consume(self, parser: PduParser, chunks: list[bytes | memoryview] | list[BytesLike],
+                 now: float) -> None:
+        """Parse ``chunks`` in order, then process their PDUs, pump and run callbacks once.
+        A fatal parse error comes after the PDUs parsed before the bad bytes, as if the
+        chunks had been fed one by one."""
         self._last_rx = now
         items: list[ParsedItem] = []
         try:
             for c in chunks:
                 items += parser.feed(c)
         except IscsiError as e:
-            # PDUs parsed before the bad bytes are handled first, as if fed one by one.
             self._process(items, now)
             if self._parser is parser and self._transport == _T_UP:
                 self._fatal_input(e, now)
-            self._run_callbacks()
-            return
-        self._process(items, now)
-        self._pump(now)
-        self._run_callbacks()
-
-    def receive(self, data: BytesLike, now: float) -> None:
-        """Bytes received on the transport (any chunking)."""
-        self._now_hint = now
-        parser = self._parser
-        if parser is None or self._transport != _T_UP:
-            return
-        self._last_rx = now
-        try:
-            items = parser.feed(data)
-        except IscsiError as e:
-            self._fatal_input(e, now)
             self._run_callbacks()
             return
         self._process(items, now)
