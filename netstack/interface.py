@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +53,7 @@ from netstack.arp import ArpConfig, ArpLayer
 from netstack.counters import Counters
 from netstack.ethernet import (
     BROADCAST,
+    ETH_HLEN,
     ETHERTYPE_ARP,
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
@@ -72,6 +74,7 @@ from netstack.ipv4 import (
 from netstack.ipv6layer import MIN_MTU as IPV6_MIN_MTU
 from netstack.ipv6layer import Ipv6Config, Ipv6Layer
 from netstack.link.base import BytesLike, GsoFrame, OutFrame
+from netstack.tcp.layer import TcpLayer
 from netstack.tcp.segment import TsoSegment, split
 from netstack.udp import UdpLayer
 
@@ -79,6 +82,10 @@ __all__ = ["UNCONFIGURED", "Interface", "InterfaceConfig", "TransportLayer"]
 
 #: The address of an interface that has none yet (DHCP in progress).
 UNCONFIGURED = ipaddress.IPv4Interface("0.0.0.0/32")
+
+#: What :meth:`Interface.receive_placed` reads of an untagged IPv4 frame: destination
+#: MAC, EtherType; version/IHL, total length, flags/fragment offset, protocol, addresses.
+_PLACED_HDR = struct.Struct("!6s6xHB1xH2xH1xB2x4s4s")
 
 
 class TransportLayer(Protocol):
@@ -284,6 +291,39 @@ class Interface:
             self.last_error = exc
             if self.config.strict:
                 raise
+
+    def receive_placed(self, hdr: memoryview, frame_len: int, placed: int,
+                       tail: memoryview, now: float) -> bool:
+        """A frame the link read scattered for direct placement
+        (:mod:`netstack.tcp.placement`): ``hdr`` holds its Ethernet, IPv4 and TCP
+        headers, ``placed`` payload bytes went to the placing connection's buffer and
+        ``tail`` holds the rest; the link vouched for the TCP checksum. True when it was
+        an untagged IPv4 datagram to our MAC and address without options or fragmenting,
+        with a good header checksum (RFC 791 §3.1, RFC 1122 §3.2.1) and a length that
+        matches the frame, carrying the predicted segment of that connection: taken and
+        counted exactly as :meth:`receive_frame` would. False, nothing changed,
+        otherwise: the caller joins the frame and calls :meth:`receive_frame`."""
+        tcp = self.tcp
+        if not isinstance(tcp, TcpLayer) or self.eth.vlan is not None or \
+                len(hdr) < ETH_HLEN + IPV4_HLEN + 20 or not self.configured:
+            return False
+        edst, etype, vihl, total, ff, proto, src, dst = _PLACED_HDR.unpack_from(hdr)
+        if etype != ETHERTYPE_IPV4 or vihl != 0x45 or proto != PROTO_TCP or \
+                ff & 0x3FFF or edst != self.mac or dst != self.ip or \
+                total != frame_len - ETH_HLEN or \
+                int.from_bytes(hdr[ETH_HLEN:ETH_HLEN + IPV4_HLEN], "big") % 0xFFFF:
+            return False
+        if src[0] >= 224 or src == self.ipv4.broadcast or src == self.ip:
+            return False
+        if not tcp.receive_placed(src, hdr[ETH_HLEN + IPV4_HLEN:], placed, tail, now):
+            return False
+        c = self._c_eth
+        c["frames_in"] += 1
+        c["bytes_in"] += frame_len
+        c = self._c_ip
+        c["in"] += 1
+        c["delivered"] += 1
+        return True
 
     def _deliver_other(self, proto: int, src: bytes, payload: memoryview, bcast: bool,
                        now: float) -> None:

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from netstack.addrconf import Ipv6Config
 from netstack.counters import Counters
 from netstack.dhcp import DhcpClient, DhcpConfig, DhcpEvent, InterfaceDhcp, Lease
+from netstack.ethernet import ETH_HLEN
 from netstack.interface import UNCONFIGURED, Interface, InterfaceConfig
 from netstack.link.base import GsoFrame, Link, OutFrame
+from netstack.link.gso import VNET_HLEN
 from netstack.link.tap import TapLink
 from netstack.loop import Loop, LoopTimeout
 from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError
@@ -41,6 +43,10 @@ from netstack.tcp.layer import TcpLayer
 #: MiB of iSCSI read, and off the target's).
 MAX_BATCH = 64
 MAX_BATCH_BYTES = 2 * 1024 * 1024
+#: Smallest placement target worth a scattered read: below it the frame is read whole
+#: (the copy saved would be small, and the payload past the target is copied out of the
+#: spill buffer).
+PLACE_MIN = 8192
 
 
 @dataclass(slots=True)
@@ -97,6 +103,8 @@ class NetStack:
         self._batch_bytes = max(1, min(MAX_BATCH_BYTES, self.tcp_config.rcvbuf // 2))
         self._started = False
         self._closed = False
+        self._heads: dict[int, bytearray] = {}  # header buffers of _recv_placed, by size
+        self._c_tcp = self.counters.layer("tcp")
 
     # ----------------------------------------------------------------- life
     def start(self) -> None:
@@ -165,7 +173,26 @@ class NetStack:
         budget = self._batch_bytes
         if self._offload is not None:
             recv_offload = self._offload.recv_offload
+            tcp = self.tcp
             for _ in range(MAX_BATCH):
+                conn = tcp.placing
+                if conn is not None:
+                    # Direct placement (netstack.tcp.placement): let the consumer parse
+                    # what came so far and name where the next payload goes, then read
+                    # the frame straight there.
+                    dest = conn.placement_target()
+                    if dest is None and conn.placement_refill is not None and \
+                            conn.available():
+                        conn.placement_refill()
+                        dest = conn.placement_target()
+                    if dest is not None and len(dest) >= PLACE_MIN:
+                        n = self._recv_placed(self._offload, conn, dest, now)
+                        if n is None:
+                            break
+                        budget -= n
+                        if budget <= 0:
+                            break
+                        continue
                 got = recv_offload()
                 if got is None:
                     break
@@ -182,6 +209,30 @@ class NetStack:
             budget -= len(frame)
             if budget <= 0:
                 break
+
+    def _recv_placed(self, link: TapLink, conn: TcpConnection, dest: memoryview,
+                     now: float) -> int | None:
+        """Read one frame for direct placement into ``dest`` (the frame's length, or
+        None when none was waiting): the predicted segment of ``conn`` is taken with its
+        payload where it belongs; anything else is joined and takes the ordinary path
+        (counted as ``tcp.placement_missed`` when payload had gone to ``dest``)."""
+        hlen = VNET_HLEN + ETH_HLEN + 20 + (32 if conn.ts_ok else 20)
+        head = self._heads.get(hlen)
+        if head is None:
+            head = self._heads[hlen] = bytearray(hlen)
+        got = link.recv_placed(head, dest)
+        if got is None:
+            return None
+        n, trusted, placed, tail = got
+        hv = memoryview(head)
+        if placed and trusted and self.iface.receive_placed(hv[VNET_HLEN:], n, placed,
+                                                            tail, now):
+            return n
+        if placed:
+            self._c_tcp["placement_missed"] += 1
+        frame = b"".join((hv[VNET_HLEN:min(hlen, VNET_HLEN + n)], dest[:placed], tail))
+        self.iface.receive_frame(frame, now, trusted)
+        return n
 
     def next_deadline(self) -> float | None:
         """For the loop: the interface's earliest deadline (ARP, IP, TCP)."""

@@ -6,7 +6,9 @@ current TCP connection (:meth:`netstack.stack.NetStack.connect`).  It
 * opens, closes and aborts TCP connections when the session asks
   (:meth:`Session.transport_action`), also across recoveries and redirections;
 * feeds every received byte to :meth:`Session.receive` from the connection's callback
-  (the stack calls it after each batch of input);
+  (the stack calls it after each batch of input), and names where the next Data-In
+  bytes belong so the stack can read them straight there (``set_placement``, parsing
+  ahead in the middle of a batch: :mod:`netstack.tcp.placement`);
 * writes the session's output with :meth:`Session.flush_to` as far as the TCP send
   buffer takes it (``send`` is bounded); the rest goes when the stack reports space;
 * drives the session's deadlines (``next_deadline`` / ``on_deadline``).
@@ -117,6 +119,7 @@ class IscsiConnection:
         self.conn = conn
         self._made = False
         conn.callback = self._on_tcp
+        conn.placement_refill = self._refill
 
     def _drop(self, kind: str, now: float) -> None:
         c, self.conn = self.conn, None
@@ -137,6 +140,19 @@ class IscsiConnection:
         if c.send_space() > 0:
             s.flush_to(c.send)
 
+    def _refill(self) -> None:
+        """In the middle of a receive batch (the stack's direct placement,
+        :mod:`netstack.tcp.placement`): parse what came so far, processing it later with
+        the batch, so that the session names where the next Data-In bytes go."""
+        c, s = self.conn, self.session
+        if c is None:
+            return
+        if not self._made or not s.can_parse_ahead():
+            c.set_placement(None)
+            return
+        s.parse_ahead(c.recv_chunks())
+        c.set_placement(s.placement_window())
+
     def _on_tcp(self, conn: TcpConnection) -> None:
         if conn is not self.conn or self._closed:
             return
@@ -145,13 +161,16 @@ class IscsiConnection:
         if not self._made and conn.connected:
             self._made = True
             s.connection_made(now)
-        if self._made and conn.available():
-            # Views into the frames: Data-In is copied once, from the frame to its buffer.
+        if self._made and (conn.available() or s.has_parsed_ahead()):
+            # Views into the frames: Data-In is copied once, from the frame to its buffer,
+            # or not at all when the link placed it there (netstack.tcp.placement).
             self._in_tcp = True
             try:
                 s.receive_chunks(conn.recv_chunks(), now)
             finally:
                 self._in_tcp = False
+            if conn is self.conn:
+                conn.set_placement(s.placement_window())
             act = s.transport_action()
             if act is not None and act[0] != "connect":
                 # The session is done with this connection (a login redirection): drop

@@ -79,6 +79,7 @@ from bootinit.iscsi.task import (
 )
 from netstack.link.base import BytesLike
 from netstack.loop import LoopTimeout
+from netstack.tcp.placement import Placed
 
 if TYPE_CHECKING:
     from netstack.stack import NetStack
@@ -242,7 +243,7 @@ class McsConnection(Session):
             return itt
 
     # -- input: a response on one connection may open the window for all --------
-    def receive(self, data: BytesLike, now: float) -> None:
+    def receive(self, data: BytesLike | Placed, now: float) -> None:
         super().receive(data, now)
         self.owner._kick(self, now)
 

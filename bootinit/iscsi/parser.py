@@ -57,6 +57,7 @@ from bootinit.iscsi.pdu import (
     decode,
 )
 from netstack.link.base import BytesLike
+from netstack.tcp.placement import Placed
 
 ParsedItem = Pdu | DataDigestError
 """What :meth:`PduParser.feed` yields: a PDU, or a recoverable data digest error."""
@@ -177,8 +178,26 @@ class PduParser:
         self._broken = err
         return err
 
-    def feed(self, chunk: BytesLike) -> list[ParsedItem]:
+    def placement_window(self) -> memoryview | None:
+        """Where the next bytes of the stream belong, when the parser knows: inside the
+        data of a Data-In placed in its task's buffer, the rest of that data (not its
+        padding or digest); None anywhere else. Bytes a link writes there directly are
+        then passed in as :class:`~netstack.tcp.placement.Placed` (see :meth:`feed`)."""
+        dest = self._dest
+        if dest is None or self._state != _S_DATA or self._held or self._broken:
+            return None
+        got = self._got
+        if got >= self._data_len:
+            return None
+        o = self._dest_off
+        return dest[o + got:o + self._data_len]
+
+    def feed(self, chunk: BytesLike | Placed) -> list[ParsedItem]:
         """Consume ``chunk`` and return the PDUs (or data digest errors) it completed.
+
+        A :class:`~netstack.tcp.placement.Placed` chunk stands for bytes already written
+        at the start of :meth:`placement_window` (by the link's ``readv``): they are
+        taken as if copied there (and digested).
 
         Raises a fatal :class:`IscsiError` (see module doc); after that every call
         raises :class:`ProtocolError`.
@@ -186,6 +205,9 @@ class PduParser:
         if self._broken is not None:
             raise ProtocolError(f"receive parser stopped after: {self._broken}")
         out: list[ParsedItem] = []
+        if isinstance(chunk, Placed):
+            self._take_placed(chunk.n, out)
+            return out
         mv = memoryview(chunk)
         if mv.format != "B" or mv.ndim != 1:
             mv = mv.cast("B")
@@ -305,6 +327,22 @@ class PduParser:
             self._crc = crc32c(mv[pos:pos + n], self._crc)
         self._got = got + n
         return pos + n
+
+    def _take_placed(self, n: int, out: list[ParsedItem]) -> None:
+        window = self.placement_window()
+        if window is None or not 0 < n <= len(window):
+            raise self._fail(ProtocolError(
+                f"{n} placed bytes where the parser expects "
+                f"{'none' if window is None else len(window)}"))
+        if self.data_digest:
+            self._crc = crc32c(window[:n], self._crc)
+        self._got += n
+        if self._got == self._data_need:  # no padding: the data segment is complete
+            if self.data_digest:
+                self._state = _S_DDIGEST
+                self._got = 0
+            else:
+                out.append(self._finish())
 
     def _finish(self) -> ParsedItem:
         h = memoryview(self._hbuf)

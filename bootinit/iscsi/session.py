@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -123,6 +123,7 @@ from bootinit.scsi import cdb as scsi_cdb
 from bootinit.scsi.lun import lun_field
 from bootinit.scsi.sense import ScsiError, SenseKey, Status
 from netstack.link.base import BytesLike
+from netstack.tcp.placement import Placed
 
 log = logging.getLogger("bootinit.iscsi.session")
 
@@ -278,6 +279,11 @@ class Session:
         self._redirects = 0
         # one connection
         self._parser: PduParser | None = None
+        # PDUs parsed ahead (parse_ahead) and not yet processed, with the parser they
+        # came from and the fatal error that stopped it, if any.
+        self._ahead: list[ParsedItem] = []
+        self._ahead_parser: PduParser | None = None
+        self._ahead_error: IscsiError | None = None
         self._login: LoginMachine | None = None
         self._hd = False
         self._dd = False
@@ -508,13 +514,61 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    def receive_chunks(self, chunks: list[bytes | memoryview], now: float) -> None:
+    def parse_ahead(self, chunks: Sequence[BytesLike | Placed]) -> None:
+        """Parse received pieces now and keep their PDUs for the next :meth:`receive` /
+        :meth:`receive_chunks` (which processes them first, as if they had come with it):
+        in the middle of a TCP batch the parser learns where the next Data-In bytes go
+        (:meth:`placement_window`) without the per-batch work being done per PDU. Only in
+        the full feature phase (at login the parser pauses for digests); anything else
+        is an error of the caller."""
+        parser = self._parser
+        if parser is None or not self.can_parse_ahead():
+            raise ProtocolError("parse_ahead outside the full feature phase")
+        if self._ahead_parser is not parser:
+            self._ahead = []
+            self._ahead_parser = parser
+            self._ahead_error = None
+        if self._ahead_error is not None:
+            return  # the parser stopped; the error is reported by the next receive
+        items = self._ahead
+        try:
+            for c in chunks:
+                items += parser.feed(c)
+        except IscsiError as e:
+            self._ahead_error = e
+
+    def can_parse_ahead(self) -> bool:
+        """Whether :meth:`parse_ahead` may be called now (full feature phase, transport
+        up)."""
+        return self._parser is not None and self.state is SessionState.FULL_FEATURE and \
+            self._transport == _T_UP
+
+    def has_parsed_ahead(self) -> bool:
+        """Whether PDUs (or an error) from :meth:`parse_ahead` wait to be processed."""
+        return self._ahead_parser is not None and self._ahead_parser is self._parser and \
+            bool(self._ahead or self._ahead_error)
+
+    def placement_window(self) -> memoryview | None:
+        """Where the next received bytes belong, when the parser knows (the rest of a
+        placed Data-In's data, :meth:`PduParser.placement_window`); None otherwise, and
+        always outside the full feature phase."""
+        parser = self._parser
+        if parser is None or not self.can_parse_ahead():
+            return None
+        return parser.placement_window()
+
+    def receive_chunks(self, chunks: Sequence[BytesLike | Placed], now: float) -> None:
         """Several received pieces at once (one TCP batch): the same as :meth:`receive`
         on each in turn, but in the full feature phase the PDUs of all of them are
         parsed first and then processed together (one pump and one round of callbacks
         per batch instead of per piece). Placement stays exact because the parser drops
         a task's buffer as soon as it parses the task's status (RFC 7143 §11.7.4)."""
         parser = self._parser
+        if self.has_parsed_ahead() and parser is not None:
+            self._now_hint = now
+            if self._transport == _T_UP:
+                self._consume(parser, chunks, now)
+            return
         if len(chunks) == 1 or parser is None or self.state is not SessionState.FULL_FEATURE:
             for c in chunks:
                 self.receive(c, now)
@@ -525,21 +579,28 @@ class Session:
         if self._transport == _T_UP:
             self._consume(parser, chunks, now)
 
-    def receive(self, data: BytesLike, now: float) -> None:
+    def receive(self, data: BytesLike | Placed, now: float) -> None:
         """Bytes received on the transport (any chunking)."""
         self._now_hint = now
         parser = self._parser
         if parser is not None and self._transport == _T_UP:
             self._consume(parser, [data], now)
 
-    def _consume(self, parser: PduParser, chunks: list[bytes | memoryview] | list[BytesLike],
+    def _consume(self, parser: PduParser, chunks: Sequence[BytesLike | Placed],
                  now: float) -> None:
         """Parse ``chunks`` in order, then process their PDUs, pump and run callbacks once.
-        A fatal parse error comes after the PDUs parsed before the bad bytes, as if the
-        chunks had been fed one by one."""
+        PDUs parsed ahead by this parser come first. A fatal parse error comes after the
+        PDUs parsed before the bad bytes, as if the chunks had been fed one by one."""
         self._last_rx = now
         items: list[ParsedItem] = []
+        error: IscsiError | None = None
+        if self._ahead_parser is not None:
+            if self._ahead_parser is parser:
+                items, error = self._ahead, self._ahead_error
+            self._ahead, self._ahead_parser, self._ahead_error = [], None, None
         try:
+            if error is not None:
+                raise error
             for c in chunks:
                 items += parser.feed(c)
         except IscsiError as e:

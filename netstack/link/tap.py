@@ -138,6 +138,7 @@ class TapLink:
         self._closed = False
         self._where: str | None = None  # namespace the kernel side is in now
         self._frame_max = self.mtu + ETH_HLEN
+        self._spill: bytearray | None = None  # recv_placed's, made on first use
         self._c: dict[str, int] = {
             "rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
             "tx_drop_full": 0, "tx_drop_link_down": 0, "rx_drop_oversize": 0,
@@ -388,6 +389,42 @@ class TapLink:
         if trusted:
             c["rx_csum_trusted"] += 1
         return memoryview(data)[VNET_HLEN:], trusted
+
+    def recv_placed(self, head: bytearray, dest: memoryview
+                    ) -> tuple[int, bool, int, memoryview] | None:
+        """With offloads: read one frame scattered over ``head`` (virtio_net_hdr plus the
+        expected protocol headers), ``dest`` (where the payload of a predicted segment
+        belongs, :mod:`netstack.tcp.placement`) and a spill buffer of this link's, by
+        one ``readv``. Returns ``(frame length, checksum vouched for, bytes written to
+        dest, the rest in the spill buffer)`` — the last a view the next call reuses —
+        or None when no frame is waiting. Counted as :meth:`recv_offload` counts."""
+        spill = self._spill
+        if spill is None:
+            spill = self._spill = bytearray(GSO_FRAME_MAX + 1)
+        c = self._c
+        bufs = (head, dest, spill)
+        while True:
+            try:
+                got = os.readv(self._fd, bufs)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+            n = got - VNET_HLEN
+            if ETH_HLEN <= n <= GSO_FRAME_MAX:
+                break
+            c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
+        c["rx_frames"] += 1
+        c["rx_bytes"] += n
+        if head[1]:
+            c["rx_gso_frames"] += 1
+        trusted = bool(head[0] & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID))
+        if trusted:
+            c["rx_csum_trusted"] += 1
+        hl = len(head)
+        placed = min(max(got - hl, 0), len(dest))
+        rest = max(got - hl - placed, 0)
+        return n, trusted, placed, memoryview(spill)[:rest]
 
     def recv(self) -> bytes | None:
         """Read one frame (at most mtu + 14 bytes), or None when none is waiting.

@@ -27,10 +27,11 @@ import ipaddress
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from netstack.counters import Counters
 from netstack.tcp import seq as sq
+from netstack.tcp.placement import Placed
 from netstack.tcp.segment import (
     ACK,
     FIN,
@@ -165,8 +166,15 @@ class TcpConnection:
         self._rcv_adv = 0  # right edge of the window we advertised (never moves left)
         # In-order received data not yet read: views into the received frames (joined
         # only when the consumer reads), and their total length.
-        self._rcvq: deque[bytes | memoryview] = deque()
+        self._rcvq: deque[bytes | memoryview | Placed] = deque()
         self._rcv_len = 0
+        # Direct placement (netstack.tcp.placement): stream bytes from sequence
+        # _place_seq on belong in _place_buf; placement_refill lets the consumer parse
+        # what came so far and name its next destination in the middle of a batch.
+        self._place_buf: memoryview | None = None
+        self._place_seq = 0
+        self._placed_any = False
+        self.placement_refill: Callable[[], None] | None = None
         # sorted, non-overlapping (seq, data); a block grows in place at its tail
         self._ooo: list[tuple[int, bytearray]] = []
         self._ooo_bytes = 0
@@ -267,9 +275,9 @@ class TcpConnection:
 
     def recv(self, max_bytes: int = -1) -> bytes:
         """Take up to ``max_bytes`` (all when negative) received bytes; b"" when none."""
-        q = self._rcvq
-        if not q:
+        if not self._rcvq:
             return b""
+        q = self._plain_queue("recv")
         if max_bytes < 0 or max_bytes >= self._rcv_len:
             data = q[0] if len(q) == 1 and isinstance(q[0], bytes) else b"".join(q)
             q.clear()
@@ -291,9 +299,11 @@ class TcpConnection:
         self._window_opened()
         return bytes(data)
 
-    def recv_chunks(self) -> list[bytes | memoryview]:
+    def recv_chunks(self) -> list[bytes | memoryview | Placed]:
         """Take every received byte as the pieces it arrived in (views into the frames,
-        no copy): for a consumer that parses incrementally."""
+        no copy): for a consumer that parses incrementally. With placement
+        (:meth:`set_placement`) a :class:`~netstack.tcp.placement.Placed` item stands for
+        bytes already written at the consumer's destination."""
         if not self._rcvq:
             return []
         out = list(self._rcvq)
@@ -302,9 +312,52 @@ class TcpConnection:
         self._window_opened()
         return out
 
+    # ------------------------------------------------------ direct placement
+    def set_placement(self, buf: memoryview | None) -> None:
+        """The consumer's next stream bytes — from the first byte it has not taken yet
+        (RCV.NXT less what waits in the receive queue) — belong in ``buf``; None: no
+        destination known. Only for a consumer of :meth:`recv_chunks` (see
+        :mod:`netstack.tcp.placement`). The link places only in-order payload of the
+        header-predicted path, and never beyond ``buf``."""
+        if buf is None or not len(buf):
+            self._place_buf = None
+            return
+        if buf.readonly:
+            raise ValueError("a placement buffer must be writable")
+        self._place_buf = buf
+        self._place_seq = self.consumer_seq()
+        self._placed_any = True
+        self.layer.placing = self
+
+    def consumer_seq(self) -> int:
+        """The sequence number of the first received byte the consumer has not taken
+        (RCV.NXT less the queued bytes, and less the FIN's number once it came)."""
+        return (self.rcv_nxt - self._rcv_len - self._fin_received) & _MASK
+
+    def placement_target(self) -> memoryview | None:
+        """Where the payload of the next in-order segment goes: the part of the
+        placement buffer from RCV.NXT on (None when there is none or it is used up, or
+        when the next segment cannot be the predicted one: not ESTABLISHED, or data
+        waiting out of order)."""
+        buf = self._place_buf
+        if buf is None or self.state is not _ESTABLISHED or self._ooo:
+            return None
+        off = (self.rcv_nxt - self._place_seq) & _MASK
+        if off >= len(buf):
+            return None
+        return buf[off:]
+
+    def _plain_queue(self, what: str) -> deque[bytes | memoryview]:
+        """The receive queue for a reader that copies: it holds no ``Placed`` marker
+        unless the consumer placed data, which only a ``recv_chunks`` reader may do."""
+        if self._placed_any and any(type(c) is Placed for c in self._rcvq):
+            raise TcpError("placement", f"{what}() on a connection whose consumer "
+                           "places data: use recv_chunks()")
+        return cast("deque[bytes | memoryview]", self._rcvq)
+
     def recv_into(self, dest: memoryview | bytearray) -> int:
         """Copy received bytes into ``dest``; returns the count."""
-        q = self._rcvq
+        q = self._plain_queue("recv_into")
         total = min(self._rcv_len, len(dest))
         pos = 0
         while pos < total:
@@ -554,7 +607,8 @@ class TcpConnection:
 
     def receive_predicted(self, seqno: int, ack: int, offflags: int, window: int,
                           tsopt: int, ts_val: int, ts_ecr: int, segment: memoryview,
-                          now: float) -> bool:
+                          now: float, placed: int = 0,
+                          tail: memoryview | None = None) -> bool:
         """Header prediction: take the common segment of a bulk transfer without the full
         walk of :meth:`receive` (Van Jacobson's fast path, as 4.4BSD ``tcp_input`` and
         Linux ``tcp_rcv_established`` do). True when the segment was handled; False,
@@ -581,6 +635,11 @@ class TcpConnection:
         at RCV.NXT and an ACK marked pending (one per batch, as before). Sequence
         comparisons are inline masked integer compares with the meaning of
         :mod:`netstack.tcp.seq` (``lt(a, b)`` is ``(a - b) & MASK >= HALF``).
+
+        Placed (``tail`` not None, :mod:`netstack.tcp.placement`): ``segment`` is the
+        header alone; the payload's first ``placed`` bytes are already in the placement
+        buffer at RCV.NXT and ``tail`` holds the rest (in a buffer the link reuses, so it
+        is copied). The checks are the same; the queue gets a ``Placed`` marker.
         """
         if not self._hp or self.state is not _ESTABLISHED or self._ooo:
             return False
@@ -604,7 +663,16 @@ class TcpConnection:
         flight = (self.snd_max - una) & _MASK
         if acked > flight or flight >= _HALF:
             return False
-        plen = len(segment) - hlen
+        if tail is None:
+            plen = len(segment) - hlen
+        else:
+            if len(segment) != hlen:
+                return False
+            if placed:
+                target = self.placement_target()
+                if target is None or placed > len(target):
+                    return False
+            plen = placed + len(tail)
         if not plen and not acked:
             return False
         # Some tests below follow from invariants elsewhere (RCV.NXT <= our advertised
@@ -644,9 +712,16 @@ class TcpConnection:
             return True
         # _receive_data's in-order case (kept as a view of an immutable frame that is
         # mostly payload, else copied)
-        frame = payload.obj
-        self._rcvq.append(payload if isinstance(frame, bytes) and plen * 4 >= len(frame)
-                          else bytes(payload))
+        if tail is not None:
+            if placed:
+                self._rcvq.append(Placed(placed))
+                c["bytes_placed"] += placed
+            if len(tail):
+                self._rcvq.append(bytes(tail))
+        else:
+            frame = payload.obj
+            self._rcvq.append(payload if isinstance(frame, bytes) and plen * 4 >= len(frame)
+                              else bytes(payload))
         self._rcv_len += plen
         self.rcv_nxt = (rcv_nxt + plen) & _MASK
         c["bytes_in"] += plen
@@ -1298,6 +1373,8 @@ class TcpConnection:
         self._sndbuf.clear()
         self._ooo.clear()
         self._ooo_bytes = 0
+        self._place_buf = None
+        self.placement_refill = None
         self.layer.forget(self)
         self._notify()
 

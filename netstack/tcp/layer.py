@@ -94,6 +94,9 @@ class TcpLayer:
         #: Passive connections in SYN-RECEIVED at most; SYNs beyond are dropped and
         #: counted (``syn_dropped``) so a SYN flood cannot grow the table without bound.
         self.max_half_open = 64
+        #: The connection whose consumer places received data (the latest to call
+        #: ``set_placement``; :mod:`netstack.tcp.placement`), for the link's ``readv``.
+        self.placing: TcpConnection | None = None
 
     # ----------------------------------------------------------------- API
     def connect(self, remote_ip: bytes, remote_port: int, now: float,
@@ -181,6 +184,8 @@ class TcpLayer:
         key = (conn.local_port, conn.remote_ip, conn.remote_port)
         if self._conns.get(key) is conn:
             del self._conns[key]
+        if self.placing is conn:
+            self.placing = None
 
     def send_reset_for(self, src: bytes, dst: bytes, sport: int, dport: int, seqno: int,
                        ack: int, flags: int) -> None:
@@ -255,6 +260,35 @@ class TcpLayer:
                                 seg.seg_len)
             return
         conn.receive(seg, now)
+
+    def receive_placed(self, src: bytes, header: memoryview, placed: int,
+                       tail: memoryview, now: float) -> bool:
+        """A segment whose payload the link read partly into the placing connection's
+        buffer (:mod:`netstack.tcp.placement`): ``header`` is the TCP header alone,
+        ``placed`` payload bytes are at the connection's placement target and ``tail``
+        holds the rest. The link vouched for the checksum. True when it was the predicted
+        in-order segment of that connection (taken and counted as :meth:`receive` would);
+        False, with nothing changed, otherwise: the caller then joins the frame and hands
+        it to the ordinary path."""
+        conn = self.placing
+        if conn is None:
+            return False
+        if len(header) == 32:
+            sport, dport, seqno, ack, offflags, window, tsopt, ts_val, ts_ecr = \
+                _PRED32.unpack_from(header)
+        elif len(header) == 20:
+            sport, dport, seqno, ack, offflags, window = _PRED20.unpack_from(header)
+            tsopt = ts_val = ts_ecr = 0
+        else:
+            return False
+        if dport != conn.local_port or sport != conn.remote_port or src != conn.remote_ip:
+            return False
+        self._now = now
+        if not conn.receive_predicted(seqno, ack, offflags, window, tsopt, ts_val, ts_ecr,
+                                      header, now, placed, tail):
+            return False
+        self._c["segments_in"] += 1
+        return True
 
     def _reset_unknown(self, src: bytes, dst: bytes, sport: int, dport: int, seqno: int,
                        ack: int, flags: int, seg_len: int) -> None:

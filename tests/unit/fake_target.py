@@ -50,6 +50,7 @@ from bootinit.iscsi.pdu import (
 from bootinit.iscsi.session import Session, SessionConfig
 from bootinit.iscsi.text import Portal
 from bootinit.scsi.lun import decode_lun, encode_lun
+from netstack.tcp.placement import Placed
 
 TARGET_NAME = "iqn.2026-11.org.bootinit:fake"
 INITIATOR_NAME = "iqn.2026-11.org.bootinit:test"
@@ -610,10 +611,14 @@ class Harness:
 
     def __init__(self, target: FakeTarget, config: SessionConfig | None = None, *,
                  t0: float = 1000.0, chunk: int | None = None, seed: int = 1,
-                 batch: bool = False, **overrides: object) -> None:
+                 batch: bool = False, place: bool = False, **overrides: object) -> None:
         """``chunk``: split the target's output in random pieces of 1..chunk bytes;
         ``batch``: hand those pieces over in one :meth:`Session.receive_chunks` call
-        (as the TCP glue does with one batch of frames) instead of one by one."""
+        (as the TCP glue does with one batch of frames) instead of one by one;
+        ``place``: as the stack with direct placement does (netstack.tcp.placement):
+        each piece's head written straight into :meth:`Session.placement_window` when
+        there is one and passed as ``Placed``, pieces parsed ahead
+        (:meth:`Session.parse_ahead`) or received, at random."""
         self.now = t0
         self.target = target
         if config is None:
@@ -627,6 +632,8 @@ class Harness:
         self.session = Session(config, now=self.now)
         self.chunk = chunk
         self.batch = batch
+        self.place = place
+        self.placed = 0
         self.rng = random.Random(seed)
         self.up = False
         self.connects: list[Portal] = []
@@ -668,7 +675,9 @@ class Harness:
             back = t.take_output()
             if back:
                 moved = True
-                if self.chunk and self.batch:
+                if self.place:
+                    self._deliver_placed(back)
+                elif self.chunk and self.batch:
                     pieces: list[bytes | memoryview] = []
                     pos = 0
                     while pos < len(back):
@@ -685,6 +694,30 @@ class Harness:
                 else:
                     s.receive(back, self.now)
         return moved
+
+    def _deliver_placed(self, back: bytes) -> None:
+        s = self.session
+        pos = 0
+        while pos < len(back) and self.up:
+            n = self.rng.randint(1, self.chunk or len(back))
+            end = min(pos + n, len(back))
+            chunks: list[bytes | Placed] = []
+            window = s.placement_window()
+            if window is not None:
+                k = min(len(window), end - pos)
+                window[:k] = back[pos:pos + k]
+                chunks.append(Placed(k))
+                self.placed += k
+                pos += k
+            if pos < end:
+                chunks.append(back[pos:end])
+            pos = end
+            if s.can_parse_ahead() and self.rng.random() < 0.7:
+                s.parse_ahead(chunks)
+            else:
+                s.receive_chunks(chunks, self.now)
+        if s.has_parsed_ahead():
+            s.receive_chunks([], self.now)
 
     def settle(self) -> None:
         for _ in range(100000):

@@ -1,0 +1,454 @@
+"""Direct data placement (netstack.tcp.placement) against the ordinary receive path.
+
+TCP: two connections in identical states get the same segments from a scripted peer
+(the random streams of test_tcp_fastpath: in order, holes, duplicates, window changes,
+PAWS, odd options and flags, FIN, RST). One has a placement buffer and receives every
+segment the way NetStack._recv_placed does — the link's ``readv`` emulated: the header
+of the predicted length, then as much of the rest as fits at the placement target (even
+when that is not payload), then the tail — and falls back to the full path when
+``receive_placed`` refuses; the other takes the full path only. After every segment both
+must be in the same state, have produced the same output and counters, and hold the same
+stream, the placed bytes read back from the buffer.
+
+Interface: the Ethernet/IPv4 checks of ``Interface.receive_placed`` accept exactly the
+frames the ordinary path would deliver to TCP and count them the same.
+
+Parser and session: ``Placed`` chunks complete Data-In PDUs as copied bytes would (with
+padding and data digests); parsing ahead defers processing to the next receive.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+from collections import deque
+from typing import Any
+
+import pytest
+
+from bootinit.iscsi.digest import crc32c
+from bootinit.iscsi.errors import ProtocolError
+from bootinit.iscsi.keys import OperationalConfig
+from bootinit.iscsi.parser import PduParser
+from bootinit.iscsi.pdu import DataIn, Opcode
+from bootinit.iscsi.session import SessionState
+from bootinit.iscsi.task import ScsiRequest
+from bootinit.scsi import cdb
+from netstack.interface import Interface, InterfaceConfig
+from netstack.tcp import seq as sq
+from netstack.tcp.connection import TcpConnection, TcpError
+from netstack.tcp.placement import Placed
+from netstack.tcp.segment import ACK, PSH
+from tests.unit.fake_target import FakeTarget, Harness, TargetSettings
+from tests.unit.tcp_sim import A_IP, B_IP
+from tests.unit.test_tcp_fastpath import MSS, Twins, counters, random_stream, snapshot
+
+_PLACEMENT_KEYS = ("_rcvq", "_place_buf", "_place_seq", "_placed_any",
+                   "placement_refill")
+
+
+def snap(conn: TcpConnection) -> dict[str, Any]:
+    """``snapshot`` but for the receive queue and the placement fields (compared as
+    streams by the caller)."""
+    saved = conn._rcvq
+    conn._rcvq = deque()
+    try:
+        out = snapshot(conn)
+    finally:
+        conn._rcvq = saved
+    for k in _PLACEMENT_KEYS:
+        out.pop(k, None)
+    return out
+
+
+def stream_of(conn: TcpConnection, buf: memoryview | None) -> bytes:
+    """The bytes waiting in ``conn``'s receive queue, ``Placed`` ones read from ``buf``
+    at their stream offset (relative to the connection's placement start)."""
+    out = []
+    pos = (conn.consumer_seq() - conn._place_seq) & sq.MASK
+    for item in conn._rcvq:
+        if isinstance(item, Placed):
+            assert buf is not None
+            out.append(bytes(buf[pos:pos + item.n]))
+        else:
+            out.append(bytes(item))
+        pos += len(item)
+    return b"".join(out)
+
+
+class PlacedTwins(Twins):
+    """conns[0]: header prediction and placement, fed as the TAP's readv feeds it;
+    conns[1]: the full path only (no header prediction)."""
+
+    def __init__(self, seed: int, region: int, **kw: Any) -> None:
+        self.region = region
+        self.buf: memoryview | None = None
+        self.placed_segments = 0
+        super().__init__(seed, **kw)
+        self.rearm()
+
+    def rearm(self) -> None:
+        """A fresh placement buffer at the consumer's position (queue empty)."""
+        self.buf = memoryview(bytearray(self.region))
+        self.conns[0].set_placement(self.buf)
+
+    def deliver(self, seg: bytes) -> list[tuple[bytes, bytes]]:
+        if self.buf is None:  # the handshake, before placement is set
+            return super().deliver(seg)
+        self.layers[1].receive(B_IP, A_IP, memoryview(seg), self.now)
+        conn, layer = self.conns[0], self.layers[0]
+        target = conn.placement_target()
+        taken = False
+        if target is not None:
+            hl = 32 if conn.ts_ok else 20
+            rest = seg[hl:]
+            k = min(len(rest), len(target))
+            target[:k] = rest[:k]  # what readv writes there, payload or not
+            if k:
+                taken = layer.receive_placed(B_IP, memoryview(seg)[:hl], k,
+                                             memoryview(rest)[k:], self.now)
+                self.placed_segments += taken
+        if not taken:
+            layer.receive(B_IP, A_IP, memoryview(seg), self.now)
+        return self.check()
+
+    def check(self) -> list[tuple[bytes, bytes]]:
+        for ly in self.layers:
+            ly.on_deadline(self.now)
+        assert snap(self.conns[0]) == snap(self.conns[1])
+        if self.buf is not None:
+            assert stream_of(self.conns[0], self.buf) == b"".join(
+                bytes(x) for x in self.conns[1]._rcvq)
+        assert [c is self.conns[0] for c in self.layers[0].take_notified()] == \
+            [c is self.conns[1] for c in self.layers[1].take_notified()]
+        out = self.output()
+        ca, cb = (counters(ly) for ly in self.layers)
+        ca.pop("bytes_placed", None)
+        assert ca == cb
+        return out
+
+    def app_read(self, n: int) -> None:
+        """Both applications read everything; placement starts afresh."""
+        got0 = stream_of(self.conns[0], self.buf)
+        self.conns[0].recv_chunks()
+        assert got0 == self.conns[1].recv()
+        self.rearm()
+        self.check()
+
+
+def predicting(tw: PlacedTwins) -> PlacedTwins:
+    """One segment through (the fast path learns the peer's window field), read."""
+    tw.deliver(tw.segment(tw.peer_nxt, MSS))
+    tw.peer_nxt = sq.add(tw.peer_nxt, MSS)
+    tw.app_read(1 << 20)
+    return tw
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_placed_receive_matches_full_path_on_random_streams(seed: int) -> None:
+    rng = random.Random(seed)
+    tw = PlacedTwins(seed, region=rng.choice((3000, 64 * 1024, 1 << 20)),
+                     wscale=rng.choice((0, 7, 14)), timestamps=seed % 4 != 3,
+                     sack=seed % 5 != 4, rcvbuf=rng.choice((16 * 1024, 64 * 1024, 1 << 20)))
+    random_stream(tw, rng, 400)
+    assert tw.placed_segments > 0  # the placed path was taken, not only refused
+
+
+def test_in_order_stream_is_placed_up_to_the_end_of_the_buffer() -> None:
+    """In-order segments go to the buffer until it is full; the segment crossing its end
+    is split (placed head, queued tail); after it the ordinary path takes over."""
+    tw = predicting(PlacedTwins(3, region=5 * MSS + 100))
+    for _ in range(8):
+        tw.peer_ts += 1
+        tw.deliver(tw.segment(tw.peer_nxt, MSS, flags=ACK | PSH))
+        tw.peer_nxt = sq.add(tw.peer_nxt, MSS)
+    conn = tw.conns[0]
+    kinds = [type(x).__name__ for x in conn._rcvq]
+    assert kinds[:6] == ["Placed"] * 6 and "Placed" not in kinds[7:]
+    assert [len(x) for x in conn._rcvq][5:7] == [100, MSS - 100]
+    assert tw.placed_segments == 6
+    assert conn.layer.counters.layer("tcp")["bytes_placed"] == 5 * MSS + 100
+    assert conn.placement_target() is None
+
+
+def test_recv_refuses_a_queue_with_placed_bytes() -> None:
+    tw = predicting(PlacedTwins(4, region=1 << 16))
+    tw.peer_ts += 1
+    tw.deliver(tw.segment(tw.peer_nxt, MSS))
+    with pytest.raises(TcpError, match="recv_chunks"):
+        tw.conns[0].recv()
+    with pytest.raises(TcpError, match="recv_chunks"):
+        tw.conns[0].recv_into(bytearray(10))
+    assert isinstance(tw.conns[0].recv_chunks()[0], Placed)
+
+
+def test_placement_target_follows_the_consumer_position() -> None:
+    """A placement set while bytes still wait in the queue starts after them."""
+    tw = predicting(PlacedTwins(6, region=1 << 16))
+    conn = tw.conns[0]
+    conn.set_placement(None)
+    tw.deliver(tw.segment(tw.peer_nxt, 1000))
+    tw.peer_nxt = sq.add(tw.peer_nxt, 1000)
+    buf = memoryview(bytearray(4000))
+    conn.set_placement(buf)
+    tw.buf = buf
+    assert conn._place_seq == sq.add(conn.rcv_nxt, -1000)
+    target = conn.placement_target()
+    assert target is not None and len(target) == 3000  # 1000 of it is queued already
+    with pytest.raises(ValueError):
+        conn.set_placement(memoryview(b"readonly"))
+
+
+# ------------------------------------------------------------------ interface
+
+MAC = bytes.fromhex("020000000001")
+PEER_MAC = bytes.fromhex("020000000002")
+
+
+def _ipv4(src: bytes, dst: bytes, payload_len: int, *, proto: int = 6, ff: int = 0x4000,
+          options: bytes = b"", bad_checksum: bool = False) -> bytes:
+    """An IPv4 header (RFC 791 §3.1) with its checksum."""
+    ihl = 5 + len(options) // 4
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + payload_len, 7, ff,
+                              64, proto, 0, src, dst) + options)
+    ck = 0xFFFF - (sum(int.from_bytes(h[i:i + 2], "big") for i in range(0, len(h), 2))
+                   % 0xFFFF)
+    h[10:12] = ((ck + bad_checksum) & 0xFFFF).to_bytes(2, "big")
+    return bytes(h)
+
+
+#: Ways a frame can differ from the deliverable one; each must take the ordinary path.
+MUTATIONS = ("mac", "ethertype", "vlan", "options", "fragment", "ip checksum", "padded",
+             "src broadcast", "src ours", "dst", "udp", "truncated")
+
+
+class IfaceTwins(PlacedTwins):
+    """PlacedTwins one level down: segments wrapped in Ethernet and IPv4, sometimes
+    changed in one field (MUTATIONS); conns[0]'s interface gets them as
+    NetStack._recv_placed does, conns[1]'s through receive_frame. The interfaces'
+    counters must match too."""
+
+    def __init__(self, seed: int, region: int, **kw: Any) -> None:
+        self.ifaces: list[Interface] = []
+        self.mrng = random.Random(seed + 99)
+        self.mutation_rate = 0.0
+        self.mutated = 0
+        super().__init__(seed, region, **kw)
+        cfg = InterfaceConfig(mac=MAC, ip=ipaddress.IPv4Interface("10.0.0.1/24"), mtu=9000)
+        self.ifaces = [Interface(cfg, tcp=ly) for ly in self.layers]
+
+    def frame(self, seg: bytes) -> bytes:
+        kind = self.mrng.choice(MUTATIONS) if self.mrng.random() < self.mutation_rate else None
+        self.mutated += kind is not None
+        mac, etype, src, dst, proto = MAC, b"\x08\x00", B_IP, A_IP, 6
+        kw: dict[str, Any] = {}
+        tail = b""
+        if kind == "mac":
+            mac = PEER_MAC
+        elif kind == "ethertype":
+            etype = b"\x86\xdd"
+        elif kind == "vlan":
+            etype = b"\x81\x00\x00\x05\x08\x00"
+        elif kind == "options":
+            kw["options"] = b"\x01\x01\x01\x00"
+        elif kind == "fragment":
+            kw["ff"] = 0x2000
+        elif kind == "ip checksum":
+            kw["bad_checksum"] = True
+        elif kind == "padded":
+            tail = b"\0" * 6
+        elif kind == "src broadcast":
+            src = bytes([10, 0, 0, 255])
+        elif kind == "src ours":
+            src = A_IP
+        elif kind == "dst":
+            dst = bytes([10, 0, 0, 9])
+        elif kind == "udp":
+            proto = 17
+        ip = _ipv4(src, dst, len(seg) + (8 if kind == "truncated" else 0), proto=proto, **kw)
+        return mac + PEER_MAC + etype + ip + seg + tail
+
+    def deliver(self, seg: bytes) -> list[tuple[bytes, bytes]]:
+        if not self.ifaces or self.buf is None:
+            return super().deliver(seg)
+        frame = self.frame(seg)
+        self.ifaces[1].receive_frame(frame, self.now, True)
+        conn, iface = self.conns[0], self.ifaces[0]
+        target = conn.placement_target()
+        taken = False
+        if target is not None:
+            hl = 14 + 20 + (32 if conn.ts_ok else 20)
+            rest = frame[hl:]
+            k = min(len(rest), len(target))
+            target[:k] = rest[:k]
+            if k:
+                taken = iface.receive_placed(memoryview(frame)[:hl], len(frame), k,
+                                             memoryview(rest)[k:], self.now)
+                self.placed_segments += taken
+        if not taken:
+            iface.receive_frame(frame, self.now, True)
+        out = self.check()
+        a, b = (i.counters.as_dict() for i in self.ifaces)
+        a.pop("tcp", None)
+        b.pop("tcp", None)
+        assert a == b
+        return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_interface_placed_path_matches_receive_frame(seed: int) -> None:
+    """Only a frame the ordinary path would deliver to TCP is taken; it is counted by
+    Ethernet and IPv4 as receive_frame counts it; everything else goes the ordinary way
+    (RFC 791 §3.1, RFC 1122 §3.2.1)."""
+    rng = random.Random(seed)
+    tw = IfaceTwins(seed, region=rng.choice((5000, 1 << 20)), timestamps=seed % 3 != 2)
+    predicting(tw)
+    tw.mutation_rate = 0.15
+    random_stream(tw, rng, 300)
+    assert tw.placed_segments > 0 and tw.mutated > 0
+
+
+# --------------------------------------------------------------------- parser
+
+
+def _data_in(itt: int, offset: int, data: bytes, *, status: bool = False,
+             digest: bool = False) -> bytes:
+    """A raw Data-In PDU (RFC 7143 §11.7) carrying ``data`` at ``offset``."""
+    bhs = bytearray(48)
+    bhs[0] = int(Opcode.DATA_IN)
+    bhs[1] = 0x80 | (0x01 if status else 0)
+    bhs[5:8] = len(data).to_bytes(3, "big")
+    bhs[16:20] = itt.to_bytes(4, "big")
+    bhs[20:24] = b"\xff\xff\xff\xff"
+    bhs[40:44] = offset.to_bytes(4, "big")
+    pad = b"\0" * (-len(data) % 4)
+    out = bytes(bhs) + data + pad
+    if digest:
+        out += crc32c(data + pad).to_bytes(4, "little")
+    return out
+
+
+@pytest.mark.parametrize("digest", [False, True])
+@pytest.mark.parametrize("length", [4096, 4093])
+def test_parser_takes_placed_bytes_as_copied_ones(digest: bool, length: int) -> None:
+    data = random.Random(length).randbytes(length)
+    pdu = _data_in(7, 512, data, digest=digest)
+    buf = bytearray(8192)
+    p = PduParser(max_recv_data_segment_length=1 << 16, pause_after_login=False)
+    p.set_digests(False, digest)
+    p.place(7, buf)
+    assert p.placement_window() is None
+    assert p.feed(pdu[:48 + 100]) == []
+    window = p.placement_window()
+    assert window is not None and len(window) == length - 100
+    window[:3000] = data[100:3100]  # what the link's readv puts there
+    assert p.feed(Placed(3000)) == []
+    window = p.placement_window()
+    assert window is not None and len(window) == length - 3100
+    out = p.feed(pdu[48 + 3100:])
+    assert len(out) == 1 and isinstance(out[0], DataIn) and out[0].placed
+    assert bytes(buf[512:512 + length]) == data
+    assert p.placement_window() is None
+
+
+def test_placed_bytes_that_end_the_pdu_complete_it() -> None:
+    data = bytes(range(256)) * 16
+    buf = bytearray(len(data))
+    p = PduParser(max_recv_data_segment_length=1 << 16, pause_after_login=False)
+    p.place(9, buf)
+    assert p.feed(_data_in(9, 0, data)[:48]) == []
+    window = p.placement_window()
+    assert window is not None
+    window[:] = data
+    out = p.feed(Placed(len(data)))
+    assert len(out) == 1 and isinstance(out[0], DataIn) and out[0].placed
+    assert bytes(buf) == data
+
+
+def test_placed_bytes_where_none_are_expected_stop_the_parser() -> None:
+    p = PduParser(max_recv_data_segment_length=1 << 16, pause_after_login=False)
+    p.place(9, bytearray(100))
+    with pytest.raises(ProtocolError, match="placed bytes"):
+        p.feed(Placed(10))
+    assert p.broken is not None
+    p2 = PduParser(max_recv_data_segment_length=1 << 16, pause_after_login=False)
+    p2.place(9, bytearray(100))
+    p2.feed(_data_in(9, 0, b"a" * 100)[:48])
+    with pytest.raises(ProtocolError, match="expects 100"):
+        p2.feed(Placed(101))
+
+
+# -------------------------------------------------------------------- session
+
+
+@pytest.mark.parametrize("digests", [False, True])
+@pytest.mark.parametrize("in_order", [True, False])
+@pytest.mark.parametrize("chunk", [97, 5000, 70000])
+def test_session_with_placement_same_as_batched(digests: bool, in_order: bool,
+                                                chunk: int) -> None:
+    """Reads of several Data-In PDUs each (in or out of order, queue depth 8, with and
+    without digests), received as the placing stack delivers them — heads of pieces
+    written straight into the placement window, pieces parsed ahead — give the same
+    data and counters as plain batches, and most bytes were placed."""
+    results = []
+    for place in (False, True):
+        settings = TargetSettings(header_digest=digests, data_digest=digests,
+                                  data_pdu_in_order=in_order)
+        t = FakeTarget(settings=settings)
+        op = OperationalConfig(header_digest=("CRC32C", "None"),
+                               data_digest=("CRC32C", "None"), data_pdu_in_order=in_order,
+                               max_recv_data_segment_length=16384)
+        h = Harness(t, chunk=chunk, batch=True, place=place, operational=op,
+                    queue_depth=8)
+        s = h.login()
+        data = bytes(random.Random(5).randbytes(512 * 512))
+        t.luns[0].write(0, data)
+        t.datain_reverse = not in_order
+        reads = [h.session.submit(ScsiRequest(cdb.read_cdb(lba, 32), lun=0,
+                                              read_into=bytearray(32 * 512)), now=h.now)
+                 for lba in range(0, 512, 32)]
+        h.run_until(lambda reads=reads: all(r.done for r in reads))  # type: ignore[misc]
+        assert [bytes(r.request.read_into or b"") for r in reads] == \
+            [data[i * 32 * 512:(i + 1) * 32 * 512] for i in range(16)]
+        assert t.violations == []
+        if place:  # pieces larger than a PDU place only up to its end
+            assert h.placed > (len(data) // 2 if chunk < 16384 else 0)
+        c = s.counters.as_dict()
+        results.append((c["commands"], c["pdus_in"], c.get("errors", {})))
+    assert results[0] == results[1]
+
+
+def test_parse_ahead_is_processed_by_the_next_receive() -> None:
+    """PDUs parsed ahead complete their task only when the batch is received; a fatal
+    parse error found ahead is reported then, after the PDUs before it."""
+    t = FakeTarget()
+    h = Harness(t)
+    s = h.login()
+    data = bytes(range(256)) * 16
+    t.luns[0].write(0, data)
+    r = h.session.submit(ScsiRequest(cdb.read_cdb(0, 8), lun=0,
+                                     read_into=bytearray(8 * 512)), now=h.now)
+    t.receive(s.data_to_send())
+    back = t.take_output()
+    s.parse_ahead([back])
+    assert s.has_parsed_ahead() and not r.done
+    s.receive_chunks([], h.now)
+    assert r.done and bytes(r.request.read_into or b"") == data
+    assert not s.has_parsed_ahead()
+    r2 = h.session.submit(ScsiRequest(cdb.read_cdb(0, 8), lun=0,
+                                      read_into=bytearray(8 * 512)), now=h.now)
+    t.receive(s.data_to_send())
+    back = t.take_output()
+    s.parse_ahead([back, b"\x01" + bytes(47)])  # an initiator opcode: fatal
+    assert not r2.done and s.transport_action() is None
+    s.receive_chunks([], h.now)
+    assert r2.done  # the good PDUs were processed before the error ended the connection
+    assert s.transport_action() is not None and s.state is not SessionState.FULL_FEATURE
+
+
+def test_parse_ahead_outside_the_full_feature_phase_is_refused() -> None:
+    h = Harness(FakeTarget())
+    with pytest.raises(ProtocolError):
+        h.session.parse_ahead([b"x"])
+    assert h.session.placement_window() is None
