@@ -174,9 +174,10 @@ class NetStack:
         if self._offload is not None:
             recv_offload = self._offload.recv_offload
             tcp = self.tcp
+            placing = self.config.vlan is None  # the scattered read expects no tag
             for _ in range(MAX_BATCH):
                 conn = tcp.placing
-                if conn is not None:
+                if conn is not None and placing:
                     # Direct placement (netstack.tcp.placement): let the consumer parse
                     # what came so far and name where the next payload goes, then read
                     # the frame straight there.
