@@ -370,7 +370,11 @@ class OperationalConfig:
     max_connections: int = 1
     initial_r2t: bool = False
     immediate_data: bool = True
-    max_recv_data_segment_length: int = 262144
+    #: 1 MiB: a target that sends Data-In as large as we allow (tgtd does) then answers a
+    #: 1 MiB read with one PDU, whose payload the stack places straight into the task's
+    #: buffer but for the frame that carries its header (netstack.tcp.placement): ~95%
+    #: of the bytes placed against ~75% with 256 KiB PDUs, and fewer PDUs to handle.
+    max_recv_data_segment_length: int = 1 << 20
     max_burst_length: int = 16776192
     first_burst_length: int = 262144
     default_time2wait: int = 2
