@@ -114,10 +114,16 @@ def test_tap_ceiling_short() -> None:
     assert set(found) == {"tx", "rx", "echo"}, out
 
 
-RUN_ALL_ROW = re.compile(
-    rf"^(?P<part>iscsi|tcp|kernel)\s+(?P<test>[a-z0-9-]+)\s+(?P<who>[a-z-]+)\s+"
-    rf"(?P<mtu>\d+|-)\s+(?P<offload>on|off|-)\s+(?P<mbs>{NUMBER}|n/a)\s+"
-    rf"(?P<iops>{NUMBER}|-)\s+(?P<check>ok|-|n/a|FAIL)(?:\s+(?P<rest>.*))?$")
+def run_all_row(rounds: bool = False) -> re.Pattern[str]:
+    """A line of run_all's table (``rounds``: with the range column of ``--rounds``)."""
+    spread = rf"\s+(?P<range>{NUMBER}-{NUMBER}|once|-)" if rounds else ""
+    return re.compile(
+        rf"^(?P<part>iscsi|tcp|kernel)\s+(?P<test>[a-z0-9-]+)\s+(?P<who>[a-z-]+)\s+"
+        rf"(?P<mtu>\d+|-)\s+(?P<offload>on|off|-)\s+(?P<mbs>{NUMBER}|n/a)\s+"
+        rf"(?P<iops>{NUMBER}|-){spread}\s+(?P<check>ok|-|n/a|FAIL)(?:\s+(?P<rest>.*))?$")
+
+
+RUN_ALL_ROW = run_all_row()
 
 
 def _pytcp_installed() -> bool:
@@ -126,15 +132,40 @@ def _pytcp_installed() -> bool:
     return importlib.util.find_spec("pmd_pytcp") is not None
 
 
+def run_all_expected(mtus: tuple[str, ...]) -> set[tuple[str, str, str, str, str]]:
+    """Every (part, test, who, MTU, offload) line of run_all at ``mtus``, both offloads."""
+    expected = set()
+    for test in ("seq-read", "seq-write", "rand-read-qd1", "rand-read-qd32"):
+        for mtu in mtus:
+            for off in ("off", "on"):
+                expected.add(("iscsi", test, "bootinit", mtu, off))
+    expected |= {("iscsi", t, "iscsi-perf", "-", "-")
+                 for t in ("seq-read", "rand-read-qd1", "rand-read-qd32")}
+    expected |= {("iscsi", t, "qemu-img", "-", "-") for t in ("seq-read", "seq-write")}
+    for d in ("tcp-recv", "tcp-send"):
+        for mtu in mtus:
+            expected |= {("tcp", d, "bootinit", mtu, "off"), ("tcp", d, "bootinit", mtu, "on"),
+                         ("tcp", d, "pytcp", mtu, "off"), ("tcp", d, "tap-raw", mtu, "off")}
+        expected.add(("kernel", d, "kernel", "65520", "on"))
+    return expected
+
+
+def verified(who: str, test: str) -> bool:
+    """Whether run_all checks this row's data (compare or sha256): its check is ``ok``."""
+    return who in ("bootinit", "pytcp", "kernel") or (who, test) == ("qemu-img", "seq-write")
+
+
+TINY = ("--quick", "--size", "4M", "--tcp-size", "4M", "--pytcp-size", "1M",
+        "--random-count", "300", "--random-seconds", "0.5", "--perf-seconds", "1",
+        "--ceiling-seconds", "0.3")
+
+
 def test_run_all_tiny(tmp_path: Path) -> None:
     for tool in ("tgtd", "tgtadm", "iscsi-perf", "qemu-img"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool}")
     json_file = tmp_path / "run_all.json"
-    out = run_bench("run_all.py", "--quick", "--size", "4M", "--tcp-size", "4M",
-                    "--pytcp-size", "1M", "--random-count", "300", "--random-seconds", "0.5",
-                    "--perf-seconds", "1", "--ceiling-seconds", "0.3",
-                    "--json-file", str(json_file), timeout=180)
+    out = run_bench("run_all.py", *TINY, "--json-file", str(json_file), timeout=180)
     rows = {}
     for line in out.splitlines():
         m = RUN_ALL_ROW.match(line)
@@ -142,19 +173,7 @@ def test_run_all_tiny(tmp_path: Path) -> None:
             key = (m["part"], m["test"], m["who"], m["mtu"], m["offload"])
             assert key not in rows, line
             rows[key] = m
-    expected = set()
-    for test in ("seq-read", "seq-write", "rand-read-qd1", "rand-read-qd32"):
-        for mtu in ("1500", "65520"):
-            for off in ("off", "on"):
-                expected.add(("iscsi", test, "bootinit", mtu, off))
-    expected |= {("iscsi", t, "iscsi-perf", "-", "-")
-                 for t in ("seq-read", "rand-read-qd1", "rand-read-qd32")}
-    expected |= {("iscsi", t, "qemu-img", "-", "-") for t in ("seq-read", "seq-write")}
-    for d in ("tcp-recv", "tcp-send"):
-        for mtu in ("1500", "65520"):
-            expected |= {("tcp", d, "bootinit", mtu, "off"), ("tcp", d, "bootinit", mtu, "on"),
-                         ("tcp", d, "pytcp", mtu, "off"), ("tcp", d, "tap-raw", mtu, "off")}
-        expected.add(("kernel", d, "kernel", "65520", "on"))
+    expected = run_all_expected(("1500", "65520"))
     assert set(rows) == expected, out
     pytcp = _pytcp_installed()
     for (part, test, who, _mtu, _off), m in rows.items():
@@ -165,9 +184,7 @@ def test_run_all_tiny(tmp_path: Path) -> None:
         if test.startswith("rand"):
             positive(m["iops"])
         # Every transfer that can be checked was (data compared, or sha256 both ways).
-        verified = who in ("bootinit", "pytcp", "kernel") or (who, test) == (
-            "qemu-img", "seq-write")
-        assert m["check"] == ("ok" if verified else "-"), m[0]
+        assert m["check"] == ("ok" if verified(who, test) else "-"), m[0]
         if who == "bootinit" and part == "tcp":
             assert "/tap" in m["rest"] and ("/pytcp" in m["rest"]) == pytcp, m[0]
             if m["mtu"] == "65520":
@@ -185,6 +202,59 @@ def test_run_all_tiny(tmp_path: Path) -> None:
     if pytcp:
         for res in doc["info"]["pytcp"].values():
             assert res["recv_sha_ok"] and res["send_sha_ok"], res
+
+
+def test_run_all_rounds_tiny(tmp_path: Path) -> None:
+    """``--rounds 2``: every row measured twice (PyTCP once), medians within the
+    samples, every check ok in both rounds, the range column and per-round goal ratios."""
+    for tool in ("tgtd", "tgtadm", "iscsi-perf", "qemu-img"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    json_file = tmp_path / "run_all.json"
+    out = run_bench("run_all.py", *TINY, "--mtu", "65520", "--rounds", "2",
+                    "--json-file", str(json_file), timeout=240)
+    assert "2 rounds (iSCSI: every row each round" in out, out
+    row = run_all_row(rounds=True)
+    lines = {}
+    for line in out.splitlines():
+        m = row.match(line)
+        if m is not None:
+            lines[(m["part"], m["test"], m["who"], m["mtu"], m["offload"])] = m
+    expected = run_all_expected(("65520",))
+    assert set(lines) == expected, out
+    pytcp = _pytcp_installed()
+    doc = json.loads(json_file.read_text())
+    assert doc["info"]["settings"]["rounds"] == 2
+    assert len(doc["rows"]) == len(expected)
+    for r in doc["rows"]:
+        key = (r["part"], r["test"], r["who"], str(r["mtu"] or "-"), r["offload"])
+        m = lines[key]
+        if r["who"] == "pytcp":
+            if not pytcp:
+                assert r["check"] == "n/a" and r["samples"] == [], r
+                continue
+            assert len(r["samples"]) == 1 and m["range"] == "once", r  # measured once
+        else:
+            assert len(r["samples"]) == 2, r
+            lo, hi = (float(v) for v in m["range"].split("-"))  # as printed: rounded
+            assert lo - 0.5 <= float(m["mbs"]) <= hi + 0.5, m[0]
+        assert r["check"] == ("ok" if verified(r["who"], r["test"]) else "-"), r
+        assert all(v > 0 for v in r["samples"]), r
+        assert min(r["samples"]) <= r["mb_per_s"] <= max(r["samples"]), r
+        assert r["mb_per_s_range"] == [min(r["samples"]), max(r["samples"])], r
+        if r["test"].startswith("rand"):
+            assert len(r["iops_samples"]) == 2, r
+            assert min(r["iops_samples"]) <= r["iops"] <= max(r["iops_samples"]), r
+        for name, per in r["round_ratios"].items():
+            assert len(per) == 2 and name in r["ratios"], r
+        if r["who"] == "bootinit" and r["test"].startswith("seq"):
+            goal = r["test"]
+            assert len(r["goal_round_ratios"][goal]) == 2, r
+            assert r["goals"][goal] == (r["goal_ratios"][goal] >= 0.8), r
+            assert "per round" in m["rest"], m[0]
+    assert len(doc["info"]["kernel_veth_rounds"]) == 2
+    assert all(k["recv_sha_ok"] and k["send_sha_ok"] for k in doc["info"]["kernel_veth_rounds"])
+    assert [g["goal"] for g in doc["goals"]] == ["seq-read", "seq-write", "pytcp", "kernel"]
 
 
 def test_run_all_reports_missing_pytcp(monkeypatch: pytest.MonkeyPatch) -> None:
