@@ -668,9 +668,10 @@ class TcpConnection:
         else:
             if len(segment) != hlen:
                 return False
-            if placed:
-                target = self.placement_target()
-                if target is None or placed > len(target):
+            if placed:  # within the placement target (see placement_target)
+                buf = self._place_buf
+                if buf is None or \
+                        placed > len(buf) - ((rcv_nxt - self._place_seq) & _MASK):
                     return False
             plen = placed + len(tail)
         if not plen and not acked:
