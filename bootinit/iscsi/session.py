@@ -675,6 +675,7 @@ class Session:
 
     def _reset_connection(self) -> None:
         self._parser = None
+        self._ahead, self._ahead_parser, self._ahead_error = [], None, None
         self._login = None
         self._out.clear()
         self._out_off = 0
