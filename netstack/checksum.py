@@ -17,11 +17,22 @@ and only the small sum is reduced: 1500 B in 2.9 us (0.52 GB/s), 9000 B in 11 us
 (0.8 GB/s), 64 KiB in 60 us (1.1 GB/s, vs 110 us for one ``from_bytes`` + ``%``). Rejected:
 ``sum(memoryview.cast('H'))`` (0.13 GB/s), ``struct.unpack`` + ``sum`` (0.11 GB/s),
 ``array('H')`` + byteswap (0.02 GB/s), shift-and-mask folding of the big integer (no
-better than chunking).
+better than chunking for reading a large buffer; as the reduction before ``%`` it pays,
+see below).
 
 Partial sums are plain ints that are congruent to the word sum modulo 0xFFFF and are zero
 only when all data is zero; they can be added freely and are reduced once by
 :func:`fold`.
+
+Verifying a received segment needs only the sum modulo 0xFFFF, and there the ``%`` of the
+big integer is most of the cost (one hardware division per 30-bit digit):
+:func:`ones_residue` first folds the integer in halves, ``x = (x >> s) + (x & (2**s - 1))``
+with ``s`` a multiple of 16 bits (``2**s == 1 (mod 0xFFFF)``, so the value stays
+congruent), down to about 1000 bits, where ``%`` is cheap. Each fold is a few linear
+passes over memory, much cheaper per digit than the division. Measured on CPython 3.11
+(x86-64, thread CPU time, best of 9): a 1480-byte segment (MTU 1500) in 2.1 us instead of
+2.6 us for ``from_bytes`` (1.0 us) + ``%`` (1.6 us); the pseudo-header is then added to
+the small residue, not to the big integer (each big-integer ``+`` copies it, ~0.25 us).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ __all__ = [
     "fold",
     "incremental_update",
     "internet_checksum",
+    "ones_residue",
     "ones_sum",
     "pseudo_header_sum",
     "transport_checksum",
@@ -83,6 +95,52 @@ def ones_sum(data: BytesLike, ends_odd: bool | None = None) -> int:
     if ends_odd:
         n <<= 8
     return n
+
+
+#: Fold until the integer is at most this many bits, then take ``%`` (see the module
+#: docstring; measured: 1024-2048 bits is the sweet spot, 256 is slower again).
+_FOLD_STOP = 1024
+#: The size class of :data:`_FOLD_PLANS`: buffers are rounded up to 64 bytes.
+_PLAN_STEP = 64
+
+
+def _fold_plan(bits: int) -> tuple[tuple[int, int], ...]:
+    """``(shift, mask)`` pairs that halve an integer of up to ``bits`` bits until it has
+    at most :data:`_FOLD_STOP`; each shift a multiple of 16 (``2**16 == 1 (mod 0xFFFF)``)."""
+    plan = []
+    while bits > _FOLD_STOP:
+        sh = (bits // 2 + 15) & ~15
+        plan.append((sh, (1 << sh) - 1))
+        bits = max(bits - sh, sh) + 1
+    return tuple(plan)
+
+
+#: Plans for the buffers :func:`ones_residue` converts at once, indexed by the length in
+#: :data:`_PLAN_STEP` units rounded up (bounded: 33 plans, ~30 KiB of masks in all).
+_FOLD_PLANS = [_fold_plan(k * _PLAN_STEP * 8) for k in range(_DIRECT_MAX // _PLAN_STEP + 1)]
+
+
+def ones_residue(data: BytesLike) -> int:
+    """``ones_sum(data) % 0xFFFF``, faster: the one's complement sum of ``data`` (RFC 1071
+    §4.1, an odd last byte padded with zero) reduced modulo 0xFFFF, in ``0..0xFFFE``.
+
+    Zero when the sum is ``+0`` or ``-0`` (0xFFFF): enough to verify a checksum whose
+    pseudo-header sum is nonzero (TCP, UDP: the protocol number is in it), where the
+    received data with its checksum field must sum to ``-0`` (RFC 1071 §1, RFC 9293 §3.1).
+    """
+    n_bytes = len(data)
+    if n_bytes > _DIRECT_MAX:
+        x = ones_sum(data)
+        while (bits := x.bit_length()) > _FOLD_STOP:
+            sh = (bits // 2 + 15) & ~15
+            x = (x >> sh) + (x & ((1 << sh) - 1))
+        return x % 0xFFFF
+    x = int.from_bytes(data, "big")
+    for sh, mask in _FOLD_PLANS[(n_bytes + _PLAN_STEP - 1) // _PLAN_STEP]:
+        x = (x >> sh) + (x & mask)
+    if n_bytes & 1:
+        x <<= 8  # the zero pad byte (RFC 1071 §4.1): on the small integer, not the big one
+    return x % 0xFFFF
 
 
 def fold(total: int) -> int:

@@ -36,6 +36,15 @@ and one identification reserved per wire segment (``ip.gso_out``; cut here and s
 ordinary datagrams while the next hop is unresolved, ``ip.gso_split``). Everything queued
 — ARP requests and replies, echo replies, released and new data — is returned in order.
 
+Fused receive path: a frame of the common kind — untagged IPv4 to our MAC and address,
+no options (IHL 5), not a fragment, total length equal to the frame's, header checksum
+correct (RFC 791 §3.1, RFC 1122 §3.2.1.2), a unicast source that is not ours, TCP — is
+recognised with one ``struct`` unpack and a handful of comparisons and handed straight to
+the transport, counted exactly as the layered path counts it (``eth.frames_in``,
+``eth.bytes_in``, ``ip.in``, ``ip.delivered``). Anything else, good or bad, takes the
+layered path from the start (the fused checks change nothing), so the fused path is a
+strict subset of it; ``InterfaceConfig.fast_path=False`` turns it off (tests compare).
+
 The received ``segment`` handed to the transport is a memoryview into the frame passed
 to :meth:`receive_frame` (or into a reassembled datagram); a transport that keeps data
 beyond the call must copy it if the caller may reuse the frame buffer.
@@ -53,7 +62,6 @@ from netstack.arp import ArpConfig, ArpLayer
 from netstack.counters import Counters
 from netstack.ethernet import (
     BROADCAST,
-    ETH_HLEN,
     ETHERTYPE_ARP,
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
@@ -83,9 +91,18 @@ __all__ = ["UNCONFIGURED", "Interface", "InterfaceConfig", "TransportLayer"]
 #: The address of an interface that has none yet (DHCP in progress).
 UNCONFIGURED = ipaddress.IPv4Interface("0.0.0.0/32")
 
-#: What :meth:`Interface.receive_placed` reads of an untagged IPv4 frame: destination
-#: MAC, EtherType; version/IHL, total length, flags/fragment offset, protocol, addresses.
-_PLACED_HDR = struct.Struct("!6s6xHB1xH2xH1xB2x4s4s")
+#: The fused receive path's one look at a frame: Ethernet destination; EtherType and the
+#: IPv4 version/IHL byte as three bytes; total length; flags and fragment offset;
+#: protocol; source and destination addresses (RFC 894, RFC 791 §3.1).
+_FUSED = struct.Struct("!6s6x3sxH2xHxB2x4s4s")
+#: EtherType IPv4, version 4 and IHL 5 (no options).
+_FUSED_TAG = b"\x08\x00\x45"
+#: Untagged Ethernet header + IPv4 header without options.
+_FUSED_HLEN = 34
+#: Smallest frame taken: the two headers and a TCP header without options.
+_FUSED_MIN = _FUSED_HLEN + 20
+#: MF and the fragment offset (RFC 791 §3.1): zero for a datagram that is not a fragment.
+_FRAGMENT_BITS = 0x3FFF
 
 
 class TransportLayer(Protocol):
@@ -132,6 +149,9 @@ class InterfaceConfig:
     strict: bool = False
     #: IPv6 (RFC 8200; ND, SLAAC, ICMPv6): None leaves IPv6 frames unhandled (counted).
     ipv6: Ipv6Config | None = None
+    #: The fused receive path for plain IPv4 TCP frames (see the module docstring);
+    #: False sends every frame through the layers one by one (the same results).
+    fast_path: bool = True
 
 
 class Interface:
@@ -168,6 +188,8 @@ class Interface:
         self._bcast_hdr = self.eth.header(BROADCAST, ETHERTYPE_IPV4)
         self._route_dst = b""
         self._route_nh: bytes | None = None
+        self._fast = config.fast_path
+        self._fused_addresses()
         self.ip6: Ipv6Layer | None = None
         if config.ipv6 is not None:
             if config.mtu < IPV6_MIN_MTU:
@@ -214,6 +236,7 @@ class Interface:
         self._route_dst = b""
         self._route_nh = None
         self.arp.set_ip(self.ip)
+        self._fused_addresses()
         tcp = self.tcp
         if tcp is not None:
             if hasattr(tcp, "local_ip"):
@@ -222,6 +245,13 @@ class Interface:
                 tcp.mss = new_mtu - 40
         if changed and self.configured:
             self.arp.start(now)
+
+    def _fused_addresses(self) -> None:
+        """The addresses the fused receive path compares with: ours (None while
+        unconfigured: then only UDP is taken, by the layered path) and the subnet
+        broadcast, which is no valid source (RFC 1122 §3.2.1.3)."""
+        self._fast_ip: bytes | None = self.ip if self.configured else None
+        self._fast_bcast = self.ipv4.broadcast
 
     def clear_address(self) -> None:
         """Back to unconfigured (lease expired or refused): 0.0.0.0, no gateway."""
@@ -256,6 +286,16 @@ class Interface:
         link vouches for the transport checksum (TAP offload: NEEDS_CSUM/DATA_VALID)."""
         try:
             mv = frame if isinstance(frame, memoryview) else memoryview(frame)
+            n = len(mv)
+            if self._fast and n >= _FUSED_MIN:
+                # The fused path (module docstring): every test the layered path makes of
+                # such a frame, in a few comparisons; anything else falls through.
+                tcp = self.tcp
+                src = self._fused_source(mv, n)
+                if src is not None and tcp is not None:
+                    self._count_fused(n)
+                    tcp.receive(src, self.ip, mv[_FUSED_HLEN:], now, csum_ok)
+                    return
             ethertype, off, group = self.eth.accept(mv)
             if ethertype == ETHERTYPE_IPV4:
                 r = self.ipv4.receive(mv[off:], group, now)
@@ -292,37 +332,51 @@ class Interface:
             if self.config.strict:
                 raise
 
+    def _fused_source(self, mv: memoryview, n: int) -> bytes | None:
+        """The source address when the ``n``-byte frame ``mv`` (at least ``_FUSED_MIN``
+        bytes there) is an untagged IPv4 datagram without options to our MAC and address,
+        protocol TCP, not a fragment, of a total length that matches the frame, from a
+        valid source, with a good header checksum: every test the layered path makes of
+        it (RFC 894; RFC 791 §3.1; RFC 1122 §3.2.1.3). None otherwise."""
+        src: bytes
+        edst, tag, total, ff, proto, src, dst = _FUSED.unpack_from(mv)
+        if (edst == self.mac and tag == _FUSED_TAG and proto == PROTO_TCP
+                and dst == self._fast_ip and total == n - 14
+                and not ff & _FRAGMENT_BITS and self.eth.vlan is None
+                # RFC 1122 §3.2.1.3: no multicast, broadcast or own source (dst is ours,
+                # so src == dst is src == ours).
+                and src[0] < 224 and src != self._fast_bcast and src != dst
+                # RFC 791 §3.1, RFC 1071: the header sums to -0 (never +0).
+                and not int.from_bytes(mv[14:_FUSED_HLEN], "big") % 0xFFFF):
+            return src
+        return None
+
+    def _count_fused(self, n: int) -> None:
+        """What Ethernet and IPv4 count for a frame they deliver to TCP."""
+        c = self._c_eth
+        c["frames_in"] += 1
+        c["bytes_in"] += n
+        c = self._c_ip
+        c["in"] += 1
+        c["delivered"] += 1
+
     def receive_placed(self, hdr: memoryview, frame_len: int, placed: int,
                        tail: memoryview, now: float) -> bool:
         """A frame the link read scattered for direct placement
         (:mod:`netstack.tcp.placement`): ``hdr`` holds its Ethernet, IPv4 and TCP
         headers, ``placed`` payload bytes went to the placing connection's buffer and
-        ``tail`` holds the rest; the link vouched for the TCP checksum. True when it was
-        an untagged IPv4 datagram to our MAC and address without options or fragmenting,
-        with a good header checksum (RFC 791 §3.1, RFC 1122 §3.2.1) and a length that
-        matches the frame, carrying the predicted segment of that connection: taken and
-        counted exactly as :meth:`receive_frame` would. False, nothing changed,
-        otherwise: the caller joins the frame and calls :meth:`receive_frame`."""
+        ``tail`` holds the rest; the link vouched for the TCP checksum. True when the
+        frame passes the fused path's tests (:meth:`_fused_source`) and carries the
+        predicted segment of that connection: taken and counted exactly as
+        :meth:`receive_frame` would. False, nothing changed, otherwise: the caller joins
+        the frame and calls :meth:`receive_frame`."""
         tcp = self.tcp
-        if not isinstance(tcp, TcpLayer) or self.eth.vlan is not None or \
-                len(hdr) < ETH_HLEN + IPV4_HLEN + 20 or not self.configured:
+        if not isinstance(tcp, TcpLayer) or len(hdr) < _FUSED_MIN:
             return False
-        edst, etype, vihl, total, ff, proto, src, dst = _PLACED_HDR.unpack_from(hdr)
-        if etype != ETHERTYPE_IPV4 or vihl != 0x45 or proto != PROTO_TCP or \
-                ff & 0x3FFF or edst != self.mac or dst != self.ip or \
-                total != frame_len - ETH_HLEN or \
-                int.from_bytes(hdr[ETH_HLEN:ETH_HLEN + IPV4_HLEN], "big") % 0xFFFF:
+        src = self._fused_source(hdr, frame_len)
+        if src is None or not tcp.receive_placed(src, hdr[_FUSED_HLEN:], placed, tail, now):
             return False
-        if src[0] >= 224 or src == self.ipv4.broadcast or src == self.ip:
-            return False
-        if not tcp.receive_placed(src, hdr[ETH_HLEN + IPV4_HLEN:], placed, tail, now):
-            return False
-        c = self._c_eth
-        c["frames_in"] += 1
-        c["bytes_in"] += frame_len
-        c = self._c_ip
-        c["in"] += 1
-        c["delivered"] += 1
+        self._count_fused(frame_len)
         return True
 
     def _deliver_other(self, proto: int, src: bytes, payload: memoryview, bcast: bool,

@@ -119,6 +119,10 @@ class NetStack:
         # with an 802.1Q tag: untested, no kernel here has 8021q or VLAN filtering).
         self._offload: TapLink | None = None
         self._tso: TapLink | None = None
+        # A bare TAP without offloads reads and delivers a batch in one call.
+        self._tap: TapLink | None = None
+        if isinstance(self.link, TapLink) and not self.link.offload:
+            self._tap = self.link
         if isinstance(self.link, TapLink) and self.link.offload:
             self._offload = self.link
             self.link.tx_csum_partial = True
@@ -201,6 +205,9 @@ class NetStack:
                 budget -= len(got[0])
                 if budget <= 0:
                     break
+            return
+        if self._tap is not None:
+            self._tap.recv_batch(iface.receive_frame, now, MAX_BATCH, budget)
             return
         for _ in range(MAX_BATCH):
             frame = link.recv()

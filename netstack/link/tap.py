@@ -40,6 +40,7 @@ import fcntl
 import os
 import secrets
 import struct
+from collections.abc import Callable
 from ipaddress import IPv4Interface
 
 from pytap2 import TapDevice, TapMode
@@ -450,6 +451,47 @@ class TapLink:
                 c["rx_bytes"] += len(frame)
                 return frame
             c["rx_drop_oversize"] += 1
+
+    def recv_batch(self, deliver: Callable[[bytes, float], None], now: float,
+                   max_frames: int, max_bytes: int) -> int:
+        """Read frames and hand each to ``deliver(frame, now)`` as it comes, like
+        :meth:`recv` in a loop: until none is waiting, ``max_frames`` were delivered, or
+        the bytes delivered reach ``max_bytes``. Returns how many were delivered.
+
+        Without offloads only (the stack reads those with :meth:`recv_offload`). One
+        call per wake-up instead of one per frame, and the ``rx_frames``/``rx_bytes``
+        counters added once at the end (also when ``deliver`` raises): at MTU 1500 that
+        is ~0.3 us of the ~8 us a frame costs. Oversized frames are dropped and counted
+        as in :meth:`recv` and do not count towards the limits.
+        """
+        if self.offload:
+            raise LinkError(f"TAP {self.name}: recv_batch is for a TAP without offloads")
+        fd = self._fd
+        size = self._frame_max + 1
+        read = os.read
+        c = self._c
+        frames = nbytes = 0
+        try:
+            while frames < max_frames:
+                try:
+                    frame = read(fd, size)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+                n = len(frame)
+                if n == size:
+                    c["rx_drop_oversize"] += 1
+                    continue
+                frames += 1
+                nbytes += n
+                deliver(frame, now)
+                if nbytes >= max_bytes:
+                    break
+        finally:
+            c["rx_frames"] += frames
+            c["rx_bytes"] += nbytes
+        return frames
 
     def next_deadline(self) -> float | None:
         """A TAP has no timers."""

@@ -18,7 +18,7 @@ import random
 import struct
 from collections.abc import Callable
 
-from netstack.checksum import ones_sum
+from netstack.checksum import ones_residue
 from netstack.counters import Counters
 from netstack.tcp import seq as sq
 from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError, TcpState
@@ -213,15 +213,16 @@ class TcpLayer:
         if len(segment) < 20:
             c["bad_truncated"] += 1
             return
-        if not csum_ok and self.verify_checksums:
-            # verify_checksum inlined (RFC 1071 by big integers, see netstack.checksum):
-            # segment + pseudo-header sum to 0xFFFF, i.e. to a nonzero multiple of 0xFFFF
-            # (IPv6's 32-bit length is congruent to its two words).
-            total = ones_sum(segment) + int.from_bytes(src, "big") + \
-                int.from_bytes(dst, "big") + 6 + len(segment)
-            if total % 0xFFFF or not total:
-                c["bad_checksum"] += 1
-                return
+        # verify_checksum inlined (RFC 1071 by big integers, see netstack.checksum):
+        # segment + pseudo-header sum to 0xFFFF, i.e. to a nonzero multiple of 0xFFFF
+        # (IPv6's 32-bit length is congruent to its two words). The pseudo-header is added
+        # to the segment's residue, not to its big integer (each big ``+`` copies it); the
+        # total is never zero since the protocol number 6 is in it.
+        if not csum_ok and self.verify_checksums and (
+                ones_residue(segment) + int.from_bytes(src, "big") +
+                int.from_bytes(dst, "big") + 6 + len(segment)) % 0xFFFF:
+            c["bad_checksum"] += 1
+            return
         # Header prediction first (TcpConnection.receive_predicted): the raw fields, no
         # option objects; anything else is parsed and goes the full way.
         if len(segment) >= 32:

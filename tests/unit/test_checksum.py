@@ -6,6 +6,8 @@ import random
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.utils import checksum as scapy_checksum
 
@@ -14,6 +16,7 @@ from netstack.checksum import (
     fold,
     incremental_update,
     internet_checksum,
+    ones_residue,
     ones_sum,
     pseudo_header_sum,
     transport_checksum,
@@ -85,6 +88,36 @@ def test_verify_roundtrip(size: int) -> None:
     data[-1] ^= 0x01
     assert not verify(data)
     assert not verify(b"\0" * 20)
+
+
+def _residue_reference(data: bytes) -> int:
+    """The RFC 1071 word sum (odd byte padded) modulo 0xFFFF, from the literal checksum."""
+    return (0xFFFF - reference(data)) % 0xFFFF
+
+
+@pytest.mark.parametrize("size", [*SIZES, 63, 64, 65, 127, 128, 1460, 1461, 1480, 1481,
+                                  70000])
+@pytest.mark.parametrize("fill", [None, 0x00, 0xFF, 0x80])
+def test_ones_residue_matches_the_word_sum(size: int, fill: int | None) -> None:
+    data = random.Random(size).randbytes(size) if fill is None else bytes([fill]) * size
+    want = _residue_reference(data)
+    assert ones_residue(data) == want == ones_sum(data) % 0xFFFF
+    assert ones_residue(memoryview(data)) == want
+    assert ones_residue(memoryview(b"xy" + data)[2:]) == want
+    assert ones_residue(bytearray(data)) == want
+
+
+@given(st.binary(max_size=4200))
+def test_ones_residue_property(data: bytes) -> None:
+    assert ones_residue(data) == ones_sum(data) % 0xFFFF
+
+
+def test_ones_residue_every_direct_length() -> None:
+    # Every length the folding plans cover (by 64-byte class), random and saturated data.
+    rng = random.Random(11)
+    for size in range(0, 2049):
+        for data in (rng.randbytes(size), b"\xff" * size):
+            assert ones_residue(data) == ones_sum(data) % 0xFFFF, size
 
 
 def test_parts_equal_concatenation() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from netstack.link import LinkError, TapLink
@@ -58,3 +60,97 @@ def test_missing_namespace() -> None:
 def test_bad_mtu_before_anything() -> None:
     with pytest.raises(LinkError, match="MTU 70000"):
         TapLink(netns="x", mtu=70000)
+
+
+class _DatagramTap:
+    """A TapLink whose descriptor is one end of a datagram socketpair: like a TAP, one
+    read returns one frame (truncated to the buffer) and EAGAIN when none is waiting."""
+
+    def __init__(self, mtu: int = 1500) -> None:
+        self.peer, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        self._ours = ours
+        link = TapLink.__new__(TapLink)
+        link.mtu = mtu
+        link.name = "dgram"
+        link.offload = False
+        link._fd = ours.fileno()
+        link._frame_max = mtu + 14
+        link._c = {"rx_frames": 0, "rx_bytes": 0, "rx_drop_oversize": 0}
+        self.link = link
+
+    def close(self) -> None:
+        self.peer.close()
+        self._ours.close()
+
+
+@pytest.mark.parametrize(("sizes", "max_frames", "max_bytes", "want"), [
+    ([60, 1514, 100], 64, 1 << 20, [60, 1514, 100]),
+    ([1514] * 10, 4, 1 << 20, [1514] * 4),
+    ([1514] * 10, 64, 3000, [1514] * 2),        # stops once the budget is reached
+    ([100, 1515, 200, 9000, 300], 3, 1 << 20, [100, 200, 300]),  # oversize: dropped
+    ([], 64, 1 << 20, []),
+])
+def test_recv_batch_matches_recv(sizes: list[int], max_frames: int, max_bytes: int,
+                                 want: list[int]) -> None:
+    got: list[tuple[bytes, float]] = []
+    expected: list[bytes] = []
+    counters = []
+    for batch in (True, False):
+        tap = _DatagramTap()
+        try:
+            frames = [bytes([i]) * n for i, n in enumerate(sizes)]
+            for f in frames:
+                tap.peer.send(f)
+            if batch:
+                n = tap.link.recv_batch(lambda f, now: got.append((f, now)), 7.0,
+                                        max_frames, max_bytes)
+                assert n == len(want)
+            else:  # what the stack did per frame before
+                budget = max_bytes
+                for _ in range(max_frames):
+                    f = tap.link.recv()
+                    if f is None:
+                        break
+                    expected.append(f)
+                    budget -= len(f)
+                    if budget <= 0:
+                        break
+            counters.append(tap.link.counters())
+        finally:
+            tap.close()
+    assert [f for f, _ in got] == expected
+    assert [len(f) for f, _ in got] == want
+    assert all(now == 7.0 for _, now in got)
+    assert counters[0] == counters[1]
+
+
+def test_recv_batch_counts_what_was_delivered_when_deliver_raises() -> None:
+    tap = _DatagramTap()
+    try:
+        for _ in range(3):
+            tap.peer.send(b"x" * 100)
+        seen = []
+
+        def deliver(frame: bytes, now: float) -> None:
+            seen.append(frame)
+            if len(seen) == 2:
+                raise RuntimeError("bug")
+
+        with pytest.raises(RuntimeError):
+            tap.link.recv_batch(deliver, 0.0, 64, 1 << 20)
+        assert tap.link.counters()["rx_frames"] == 2
+        assert tap.link.counters()["rx_bytes"] == 200
+        assert tap.link.recv() == b"x" * 100  # the third is still waiting
+    finally:
+        tap.close()
+
+
+def test_recv_batch_refuses_an_offload_tap() -> None:
+    tap = _DatagramTap()
+    try:
+        tap.link.offload = True
+        with pytest.raises(LinkError):
+            tap.link.recv_batch(lambda f, now: None, 0.0, 1, 1)
+    finally:
+        tap.close()
