@@ -33,7 +33,11 @@ the MTU are fragmented when DF is clear (ICMP echo replies), dropped and counted
 (``ip.too_big``) when it is set — except TCP super-segments (TSO, only when the transport
 was told the link segments them): one :class:`~netstack.link.base.GsoFrame` each, with DF
 and one identification reserved per wire segment (``ip.gso_out``; cut here and sent as
-ordinary datagrams while the next hop is unresolved, ``ip.gso_split``). Everything queued
+ordinary datagrams while the next hop is unresolved, ``ip.gso_split``). A run of TCP
+segments (:class:`~netstack.tcp.segment.SegmentRun`, the bulk path without TSO) is framed
+in one loop — Ethernet, IPv4 and TCP headers packed at once, checksums from cached
+partial sums (RFC 1071, RFC 1624 §3) — byte-identical to its segments sent one by one,
+which is what happens while the next hop is unresolved. Everything queued
 — ARP requests and replies, echo replies, released and new data — is returned in order.
 
 Fused receive path: a frame of the common kind — untagged IPv4 to our MAC and address,
@@ -83,7 +87,7 @@ from netstack.ipv6layer import MIN_MTU as IPV6_MIN_MTU
 from netstack.ipv6layer import Ipv6Config, Ipv6Layer
 from netstack.link.base import BytesLike, GsoFrame, OutFrame
 from netstack.tcp.layer import TcpLayer
-from netstack.tcp.segment import TsoSegment, split
+from netstack.tcp.segment import OutSegment, SegmentRun, TsoSegment, split
 from netstack.udp import UdpLayer
 
 __all__ = ["UNCONFIGURED", "Interface", "InterfaceConfig", "TransportLayer"]
@@ -114,9 +118,11 @@ class TransportLayer(Protocol):
         link (TAP offload) vouches for the checksum."""
         ...
 
-    def output(self, now: float) -> list[tuple[bytes, bytes | TsoSegment]]:
+    def output(self, now: float) -> list[tuple[bytes, OutSegment]]:
         """Segments to send: ``(dst ip (4 or 16 bytes), whole segment with its checksum)``;
-        a :class:`~netstack.tcp.segment.TsoSegment` only when the link segments (TSO)."""
+        a :class:`~netstack.tcp.segment.TsoSegment` only when the link segments (TSO), a
+        :class:`~netstack.tcp.segment.SegmentRun` only when told the interface frames
+        them (``tx_runs``, set by :meth:`Interface.attach_tcp`)."""
         ...
 
     def next_deadline(self) -> float | None:
@@ -171,6 +177,8 @@ class Interface:
         self.ip = config.ip.ip.packed
         self.mtu = config.mtu
         self.tcp: TransportLayer | None = tcp
+        if tcp is not None and hasattr(tcp, "tx_runs"):
+            tcp.tx_runs = True  # runs are framed here (_send_run)
         self.last_error: BaseException | None = None
         self._out: list[OutFrame] = []
         self._c_eth = self.counters.layer("eth")
@@ -258,8 +266,12 @@ class Interface:
         self.set_address(UNCONFIGURED, None, 0.0, self._link_mtu)
 
     def attach_tcp(self, tcp: TransportLayer) -> None:
-        """Bind the transport that receives protocol 6 and whose output is sent."""
+        """Bind the transport that receives protocol 6 and whose output is sent; tell it
+        (``tx_runs``) that runs of full-sized segments are framed here
+        (:meth:`_send_run`)."""
         self.tcp = tcp
+        if hasattr(tcp, "tx_runs"):
+            tcp.tx_runs = True
         self._ip6_changed()
 
     def _ip6_changed(self) -> None:
@@ -398,15 +410,17 @@ class Interface:
     def _next_hop(self, dst: bytes) -> bytes | None:
         """The IPv4 next hop for ``dst`` (one-entry cache: bulk traffic has one peer), or
         None, counted as ``no_route``."""
-        if dst == self._route_dst:
-            nh = self._route_nh
-        else:
-            nh = self.ipv4.route(dst)
-            self._route_dst = dst
-            self._route_nh = nh
+        nh = self._route_nh if dst == self._route_dst else self._route(dst)
         if nh is None:
             self._c_ip["no_route"] += 1
         return nh
+
+    def _route(self, dst: bytes) -> bytes | None:
+        """:meth:`_next_hop` without counting a missing route."""
+        if dst != self._route_dst:
+            self._route_nh = self.ipv4.route(dst)
+            self._route_dst = dst
+        return self._route_nh
 
     def send_ip(self, dst: bytes, proto: int, payload: BytesLike, now: float,
                 df: bool = True) -> None:
@@ -482,7 +496,9 @@ class Interface:
         if tcp is not None:
             send = self.send_ip
             for dst, seg in tcp.output(now):
-                if isinstance(seg, TsoSegment):
+                if isinstance(seg, SegmentRun):
+                    self._send_run(dst, seg, now)
+                elif isinstance(seg, TsoSegment):
                     self._send_tso(tcp, dst, seg, now)
                 elif len(dst) == 4:
                     send(dst, PROTO_TCP, seg, now)
@@ -497,6 +513,26 @@ class Interface:
         c["frames_out"] += len(frames)
         c["bytes_out"] += sum(map(len, frames))
         return frames
+
+    def _send_run(self, dst: bytes, run: SegmentRun, now: float) -> None:
+        """A run of TCP segments to an IPv4 destination, framed in one loop
+        (:meth:`SegmentRun.frames`) when the next hop is resolved and the datagrams fit
+        the MTU: IPv4 headers as :meth:`send_ip` makes them (DF, TTL 64, the next
+        identifications, RFC 791 §3.1), counted the same (``out`` per datagram).
+        Otherwise (no route, a broadcast, ARP pending, too big) each segment takes
+        :meth:`send_ip`, exactly as if it had come alone."""
+        nh = self._route(dst)
+        eh = None
+        if nh is not None and nh != LIMITED_BROADCAST and \
+                IPV4_HLEN + 32 + run.mss <= self.mtu:
+            eh = self.arp.header_for(nh, now)
+        if eh is None:
+            for seg in run.segments():
+                self.send_ip(dst, PROTO_TCP, seg, now)
+            return
+        k = run.count
+        self._out += run.frames(eh, self.ip, dst, self.ipv4.next_idents(k))
+        self._c_ip["out"] += k
 
     def _send_tcp6(self, tcp: TransportLayer, dst: bytes, seg: bytes, now: float) -> None:
         """A TCP segment over IPv6 from its connection's own address (the checksum's)."""

@@ -394,6 +394,14 @@ class Ipv4Layer:
         s = (s & 0xFFFF) + (s >> 16)
         return _HDR.pack(0x45, 0, total, ident, ff, 64, proto, ~s & 0xFFFF, self.ip, dst)
 
+    def next_idents(self, count: int) -> int:
+        """Reserve the next ``count`` identifications (``count`` datagrams, each as
+        :meth:`header` would number it); returns the first (the rest follow modulo
+        2**16, RFC 791 §3.1 "Identification")."""
+        ident = (self._ident + 1) & 0xFFFF
+        self._ident = (self._ident + count) & 0xFFFF
+        return ident
+
     def header_gso(self, dst: bytes, proto: int, payload_len: int, segments: int) -> bytes:
         """Header of a TCP super-datagram that the link cuts into ``segments`` datagrams
         (TSO): DF set, a total length beyond the MTU (at most 65535), and the next

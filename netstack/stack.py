@@ -123,6 +123,9 @@ class NetStack:
         self._tap: TapLink | None = None
         if isinstance(self.link, TapLink) and not self.link.offload:
             self._tap = self.link
+        #: A link that writes a list of frames at once (TapLink.send_frames).
+        self._send_frames: Callable[[list[bytes]], None] | None = getattr(
+            self.link, "send_frames", None)
         if isinstance(self.link, TapLink) and self.link.offload:
             self._offload = self.link
             self.link.tx_csum_partial = True
@@ -261,9 +264,12 @@ class NetStack:
             frames = self.iface.frames_to_send(self.loop.time())
             tso = self._tso
             if tso is None:
-                send = self.link.send
-                for f in frames:
-                    send(f)  # type: ignore[arg-type]  # no TSO: no GsoFrame
+                if self._send_frames is not None:
+                    self._send_frames(frames)  # type: ignore[arg-type]  # no TSO: no GsoFrame
+                else:
+                    send = self.link.send
+                    for f in frames:
+                        send(f)  # type: ignore[arg-type]  # no TSO: no GsoFrame
             else:
                 self._send_tso(tso, frames)
             if not notified and not frames:

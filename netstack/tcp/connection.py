@@ -38,7 +38,9 @@ from netstack.tcp.segment import (
     PSH,
     RST,
     SYN,
+    OutSegment,
     Segment,
+    SegmentRun,
     TcpOptions,
     TsoSegment,
     build,
@@ -1548,7 +1550,7 @@ class TcpConnection:
         self._timers[_T_KEEPALIVE] = now + self.config.keepalive_interval
 
     # ---------------------------------------------------------------- output
-    def output(self, now: float, out: list[bytes | TsoSegment]) -> None:
+    def output(self, now: float, out: list[OutSegment]) -> None:
         """Append every segment that is due now to ``out`` (RFC 9293 §3.10.2, RFC 5681)."""
         self.needs_output = False
         state = self.state
@@ -1575,7 +1577,7 @@ class TcpConnection:
         if (self._ack_pending or self._ack_now) and not sent:
             out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
 
-    def _retransmit_one(self, at: int, now: float, out: list[bytes | TsoSegment]) -> int:
+    def _retransmit_one(self, at: int, now: float, out: list[OutSegment]) -> int:
         off = sq.diff(at, self.snd_una)
         chunk = memoryview(self._sndbuf)[off:off + self.mss]
         if not chunk:
@@ -1591,7 +1593,7 @@ class TcpConnection:
             return self.rto
         return max(2 * self.srtt + 4 * self.rttvar, 0.004)
 
-    def _retransmit_holes(self, now: float, out: list[bytes | TsoSegment]) -> int:
+    def _retransmit_holes(self, now: float, out: list[OutSegment]) -> int:
         """SACK loss recovery (RFC 6675 §5): resend lost bytes as the pipe allows.
 
         Lost means not SACKed and below the highest SACKed byte (after an RTO: below
@@ -1669,7 +1671,7 @@ class TcpConnection:
         k = room // mss
         return k * mss if k >= 2 else 0
 
-    def _send_new(self, now: float, out: list[bytes | TsoSegment]) -> int:
+    def _send_new(self, now: float, out: list[OutSegment]) -> int:
         """New data (and data after a go-back-N) as cwnd, the peer's window and sender
         SWS avoidance allow, then our FIN.
 
@@ -1678,7 +1680,13 @@ class TcpConnection:
         window and the data), cut by the link into exactly the segments this loop would
         send one by one, which are what it counts (``segments_out``, RTT timing by the
         first). SACK blocks never ride on them (a full-sized segment has no room for
-        them, see :meth:`_segment`). Retransmissions stay MSS-sized."""
+        them, see :meth:`_segment`). Retransmissions stay MSS-sized.
+
+        Runs (``layer.tx_runs``, no TSO, IPv4, timestamps and no SACK block to carry):
+        the full-sized segments this loop would send one by one leave as one
+        :class:`SegmentRun`, the same segments counted the same (``segments_out``,
+        ``bytes_out``, ``retransmits`` for those below SND.MAX after a go-back-N), for
+        the interface to frame in one loop."""
         sent = 0
         mss = self.mss
         buf_len = len(self._sndbuf)
@@ -1692,6 +1700,10 @@ class TcpConnection:
         # (exactly when _segment would add none); window and TSval are the same for every
         # segment of this pass, as _segment would compute them each time.
         fast = self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack is not None))
+        # Runs of full-sized segments (SegmentRun): the same segments, built with their
+        # frames by the interface; only without TSO, over IPv4, for a consumer that
+        # frames them (layer.tx_runs).
+        runs = fast and not tso and self.layer.tx_runs and len(self.remote_ip) == 4
         window = ts_val = 0
         while True:
             off = sq.diff(self.snd_nxt, self.snd_una)
@@ -1715,6 +1727,35 @@ class TcpConnection:
             if tso and n == mss and self.snd_nxt == self.snd_max:
                 segs = min(tso, unsent, usable) // mss
                 n = segs * mss
+            elif runs and n == mss and min(unsent, usable) >= 2 * mss:
+                # The full-sized segments this loop would send one by one from here (the
+                # window and the data allow k of them; only the last can carry PSH), as
+                # one SegmentRun: the same bytes, counted the same.
+                k = min(unsent, usable) // mss
+                n = k * mss
+                if not sent:
+                    window = self._advertise()
+                    ts_val = self._ts_now(now)
+                    self._ack_pending = False
+                    self._ack_now = False
+                view = memoryview(self._sndbuf)
+                payload = view[off:off + n].tobytes()
+                view.release()
+                out.append(SegmentRun(self._pseudo_base, self.local_port, self.remote_port,
+                                      self.snd_nxt, self.rcv_nxt, window, ts_val,
+                                      self._ts_recent, payload, mss, n == unsent,
+                                      self.layer.tx_csum_partial))
+                c = self._c
+                c["segments_out"] += k - 1  # the layer counts the list entry
+                if sq.lt(self.snd_nxt, self.snd_max):  # a go-back-N resends these
+                    c["retransmits"] += min(k, -(-sq.diff(self.snd_max, self.snd_nxt) // mss))
+                self.snd_nxt = sq.add(self.snd_nxt, n)
+                if sq.gt(self.snd_nxt, self.snd_max):
+                    self.snd_max = self.snd_nxt
+                usable_total -= n
+                sent += k
+                c["bytes_out"] += n
+                continue
             view = memoryview(self._sndbuf)
             chunk = view[off:off + n]
             flags = ACK | (PSH if n == unsent else 0)

@@ -26,8 +26,8 @@ from netstack.tcp.segment import (
     ACK,
     RST,
     SYN,
+    OutSegment,
     SegmentError,
-    TsoSegment,
     build,
     parse,
 )
@@ -80,12 +80,17 @@ class TcpLayer:
         #: the wire. With it, connections send new data as :class:`TsoSegment` s of whole
         #: multiples of their MSS (see :meth:`TcpConnection.output`).
         self.tso_max = 0
+        #: The consumer of :meth:`output` frames :class:`SegmentRun` s (the interface
+        #: does, :meth:`netstack.interface.Interface.attach_tcp` sets this): without TSO,
+        #: consecutive full-sized segments of new data over IPv4 leave as one run each,
+        #: framed in one loop. False (the default): every segment as bytes.
+        self.tx_runs = False
         self._c = self.counters.layer("tcp")
         self._conns: dict[_Key, TcpConnection] = {}
         self._listeners: dict[int, Listener] = {}
         self._notified: list[TcpConnection] = []
         self._dirty: list[TcpConnection] = []
-        self._raw: list[tuple[bytes, bytes | TsoSegment]] = []
+        self._raw: list[tuple[bytes, OutSegment]] = []
         self._secret = self.rng.getrandbits(128).to_bytes(16, "big")
         self._next_port = self.rng.randrange(EPHEMERAL_LOW, EPHEMERAL_HIGH + 1)
         self._rst_window = 0.0
@@ -302,19 +307,20 @@ class TcpLayer:
             self.send_reset_for(dst, src, dport, sport, 0, sq.add(seqno, seg_len), RST | ACK)
 
     # -------------------------------------------------------------- output
-    def output(self, now: float) -> list[tuple[bytes, bytes | TsoSegment]]:
+    def output(self, now: float) -> list[tuple[bytes, OutSegment]]:
         """Every segment due now, as (destination address, segment) pairs; the address is
         4 bytes (IPv4) or 16 bytes (IPv6) and tells the interface which IP to use. With
         :attr:`tso_max` set, new data may leave as :class:`TsoSegment` super-segments
         (``segments_out`` counts the segments on the wire, ``tso_out`` the
-        super-segments)."""
+        super-segments); with :attr:`tx_runs`, full-sized segments may leave as
+        :class:`SegmentRun` s (``segments_out`` counts their segments)."""
         self._now = now
         out = self._raw
         self._raw = []
         if self._dirty:
             dirty = self._dirty
             self._dirty = []
-            segs: list[bytes | TsoSegment] = []
+            segs: list[OutSegment] = []
             for conn in dirty:
                 if not conn.needs_output:
                     continue

@@ -1,4 +1,5 @@
-"""TapLink argument checks that need no root (the device itself: tests/integration)."""
+"""TapLink argument checks that need no root (the device itself: tests/integration), and
+send_frames against send on a socket standing in for the TAP descriptor."""
 
 from __future__ import annotations
 
@@ -154,3 +155,43 @@ def test_recv_batch_refuses_an_offload_tap() -> None:
             tap.link.recv_batch(lambda f, now: None, 0.0, 1, 1)
     finally:
         tap.close()
+
+
+def _fake_tap(fd: int) -> TapLink:
+    """A TapLink writing to ``fd`` (a datagram socket keeps frame boundaries)."""
+    link = TapLink.__new__(TapLink)
+    link.mtu = 1500
+    link.name = "fake"
+    link.offload = False
+    link.tx_csum_partial = False
+    link._fd = fd
+    link._frame_max = 1514
+    link._c = {"tx_frames": 0, "tx_bytes": 0, "tx_drop_full": 0, "tx_drop_link_down": 0}
+    return link
+
+
+def test_send_frames_writes_and_counts_like_send() -> None:
+    frames = [bytes([i]) * n for i, n in enumerate((60, 1514, 14, 700))]
+    got = []
+    for batch in (True, False):
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with a, b:
+            link = _fake_tap(a.fileno())
+            if batch:
+                link.send_frames(frames)
+            else:
+                for f in frames:
+                    link.send(f)
+            got.append(([b.recv(2000) for _ in frames], link.counters()))
+    assert got[0] == got[1]
+    assert got[0][0] == frames and got[0][1]["tx_frames"] == 4
+    assert got[0][1]["tx_bytes"] == sum(map(len, frames))
+
+
+def test_send_frames_counts_what_went_before_a_bad_frame() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        link = _fake_tap(a.fileno())
+        with pytest.raises(LinkError):
+            link.send_frames([bytes(100), bytes(1515), bytes(100)])
+        assert link.counters()["tx_frames"] == 1 and link.counters()["tx_bytes"] == 100
