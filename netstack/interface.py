@@ -196,7 +196,10 @@ class Interface:
         self._bcast_hdr = self.eth.header(BROADCAST, ETHERTYPE_IPV4)
         self._route_dst = b""
         self._route_nh: bytes | None = None
-        self._fast = config.fast_path
+        # The fused checks read an untagged header: on a VLAN interface every frame takes
+        # the layered path (decided once here, not per frame).
+        self._untagged = config.vlan is None
+        self._fast = config.fast_path and self._untagged
         self._fused_addresses()
         self.ip6: Ipv6Layer | None = None
         if config.ipv6 is not None:
@@ -346,7 +349,8 @@ class Interface:
 
     def _fused_source(self, mv: memoryview, n: int) -> bytes | None:
         """The source address when the ``n``-byte frame ``mv`` (at least ``_FUSED_MIN``
-        bytes there) is an untagged IPv4 datagram without options to our MAC and address,
+        bytes there; the caller knows the interface is untagged) is an IPv4 datagram
+        without options to our MAC and address,
         protocol TCP, not a fragment, of a total length that matches the frame, from a
         valid source, with a good header checksum: every test the layered path makes of
         it (RFC 894; RFC 791 §3.1; RFC 1122 §3.2.1.3). None otherwise."""
@@ -354,7 +358,7 @@ class Interface:
         edst, tag, total, ff, proto, src, dst = _FUSED.unpack_from(mv)
         if (edst == self.mac and tag == _FUSED_TAG and proto == PROTO_TCP
                 and dst == self._fast_ip and total == n - 14
-                and not ff & _FRAGMENT_BITS and self.eth.vlan is None
+                and not ff & _FRAGMENT_BITS
                 # RFC 1122 §3.2.1.3: no multicast, broadcast or own source (dst is ours,
                 # so src == dst is src == ours).
                 and src[0] < 224 and src != self._fast_bcast and src != dst
@@ -383,7 +387,7 @@ class Interface:
         :meth:`receive_frame` would. False, nothing changed, otherwise: the caller joins
         the frame and calls :meth:`receive_frame`."""
         tcp = self.tcp
-        if not isinstance(tcp, TcpLayer) or len(hdr) < _FUSED_MIN:
+        if not isinstance(tcp, TcpLayer) or not self._untagged or len(hdr) < _FUSED_MIN:
             return False
         src = self._fused_source(hdr, frame_len)
         if src is None or not tcp.receive_placed(src, hdr[_FUSED_HLEN:], placed, tail, now):
@@ -410,7 +414,7 @@ class Interface:
     def _next_hop(self, dst: bytes) -> bytes | None:
         """The IPv4 next hop for ``dst`` (one-entry cache: bulk traffic has one peer), or
         None, counted as ``no_route``."""
-        nh = self._route_nh if dst == self._route_dst else self._route(dst)
+        nh = self._route(dst)
         if nh is None:
             self._c_ip["no_route"] += 1
         return nh

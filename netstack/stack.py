@@ -103,7 +103,8 @@ class NetStack:
         self._batch_bytes = max(1, min(MAX_BATCH_BYTES, self.tcp_config.rcvbuf // 2))
         self._started = False
         self._closed = False
-        self._heads: dict[int, bytearray] = {}  # header buffers of _recv_placed, by size
+        # header buffers of _recv_placed by size, with a view of each past the vnet header
+        self._heads: dict[int, tuple[bytearray, memoryview]] = {}
         self._c_tcp = self.counters.layer("tcp")
 
     # ----------------------------------------------------------------- life
@@ -228,20 +229,20 @@ class NetStack:
         payload where it belongs; anything else is joined and takes the ordinary path
         (counted as ``tcp.placement_missed`` when payload had gone to ``dest``)."""
         hlen = VNET_HLEN + ETH_HLEN + 20 + (32 if conn.ts_ok else 20)
-        head = self._heads.get(hlen)
-        if head is None:
-            head = self._heads[hlen] = bytearray(hlen)
+        bufs = self._heads.get(hlen)
+        if bufs is None:
+            head = bytearray(hlen)
+            bufs = self._heads[hlen] = (head, memoryview(head)[VNET_HLEN:])
+        head, hdr = bufs
         got = link.recv_placed(head, dest)
         if got is None:
             return None
         n, trusted, placed, tail = got
-        hv = memoryview(head)
-        if placed and trusted and self.iface.receive_placed(hv[VNET_HLEN:], n, placed,
-                                                            tail, now):
+        if placed and trusted and self.iface.receive_placed(hdr, n, placed, tail, now):
             return n
         if placed:
             self._c_tcp["placement_missed"] += 1
-        frame = b"".join((hv[VNET_HLEN:min(hlen, VNET_HLEN + n)], dest[:placed], tail))
+        frame = b"".join((hdr[:n], dest[:placed], tail))
         self.iface.receive_frame(frame, now, trusted)
         return n
 

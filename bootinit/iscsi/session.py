@@ -131,6 +131,7 @@ _INF = float("inf")
 _STALE_KEEP = 512
 
 
+
 class SessionState(Enum):
     """Life cycle of a session (see module doc)."""
 
@@ -247,6 +248,18 @@ class _Verify:
 _T_NONE, _T_WANTED, _T_OPENING, _T_UP = range(4)
 
 
+def _parse(parser: PduParser, chunks: Sequence[BytesLike | Placed],
+           items: list[ParsedItem]) -> IscsiError | None:
+    """Feed ``chunks`` to ``parser`` in order, appending what it completes to ``items``;
+    the fatal error that stopped it (after the items parsed before the bad bytes), or
+    None."""
+    try:
+        for c in chunks:
+            items += parser.feed(c)
+    except IscsiError as e:
+        return e
+    return None
+
 class Session:
     """One iSCSI session over one connection at a time (see module doc)."""
 
@@ -279,10 +292,9 @@ class Session:
         self._redirects = 0
         # one connection
         self._parser: PduParser | None = None
-        # PDUs parsed ahead (parse_ahead) and not yet processed, with the parser they
-        # came from and the fatal error that stopped it, if any.
+        # PDUs of the current parser parsed ahead (parse_ahead) and not yet processed,
+        # and the fatal error that stopped it, if any (both cleared with the parser).
         self._ahead: list[ParsedItem] = []
-        self._ahead_parser: PduParser | None = None
         self._ahead_error: IscsiError | None = None
         self._login: LoginMachine | None = None
         self._hd = False
@@ -524,18 +536,8 @@ class Session:
         parser = self._parser
         if parser is None or not self.can_parse_ahead():
             raise ProtocolError("parse_ahead outside the full feature phase")
-        if self._ahead_parser is not parser:
-            self._ahead = []
-            self._ahead_parser = parser
-            self._ahead_error = None
-        if self._ahead_error is not None:
-            return  # the parser stopped; the error is reported by the next receive
-        items = self._ahead
-        try:
-            for c in chunks:
-                items += parser.feed(c)
-        except IscsiError as e:
-            self._ahead_error = e
+        if self._ahead_error is None:  # else the parser stopped: reported by the next receive
+            self._ahead_error = _parse(parser, chunks, self._ahead)
 
     def can_parse_ahead(self) -> bool:
         """Whether :meth:`parse_ahead` may be called now (full feature phase, transport
@@ -545,8 +547,7 @@ class Session:
 
     def has_parsed_ahead(self) -> bool:
         """Whether PDUs (or an error) from :meth:`parse_ahead` wait to be processed."""
-        return self._ahead_parser is not None and self._ahead_parser is self._parser and \
-            bool(self._ahead or self._ahead_error)
+        return bool(self._ahead) or self._ahead_error is not None
 
     def placement_window(self) -> memoryview | None:
         """Where the next received bytes belong, when the parser knows (the rest of a
@@ -564,12 +565,8 @@ class Session:
         per batch instead of per piece). Placement stays exact because the parser drops
         a task's buffer as soon as it parses the task's status (RFC 7143 §11.7.4)."""
         parser = self._parser
-        if self.has_parsed_ahead() and parser is not None:
-            self._now_hint = now
-            if self._transport == _T_UP:
-                self._consume(parser, chunks, now)
-            return
-        if len(chunks) == 1 or parser is None or self.state is not SessionState.FULL_FEATURE:
+        if parser is None or (not self.has_parsed_ahead() and (
+                len(chunks) == 1 or self.state is not SessionState.FULL_FEATURE)):
             for c in chunks:
                 self.receive(c, now)
                 if self._parser is None or self._transport != _T_UP:
@@ -592,21 +589,14 @@ class Session:
         PDUs parsed ahead by this parser come first. A fatal parse error comes after the
         PDUs parsed before the bad bytes, as if the chunks had been fed one by one."""
         self._last_rx = now
-        items: list[ParsedItem] = []
-        error: IscsiError | None = None
-        if self._ahead_parser is not None:
-            if self._ahead_parser is parser:
-                items, error = self._ahead, self._ahead_error
-            self._ahead, self._ahead_parser, self._ahead_error = [], None, None
-        try:
-            if error is not None:
-                raise error
-            for c in chunks:
-                items += parser.feed(c)
-        except IscsiError as e:
+        items, error = self._ahead, self._ahead_error
+        self._ahead, self._ahead_error = [], None
+        if error is None:
+            error = _parse(parser, chunks, items)
+        if error is not None:
             self._process(items, now)
             if self._parser is parser and self._transport == _T_UP:
-                self._fatal_input(e, now)
+                self._fatal_input(error, now)
             self._run_callbacks()
             return
         self._process(items, now)
@@ -675,7 +665,7 @@ class Session:
 
     def _reset_connection(self) -> None:
         self._parser = None
-        self._ahead, self._ahead_parser, self._ahead_error = [], None, None
+        self._ahead, self._ahead_error = [], None
         self._login = None
         self._out.clear()
         self._out_off = 0

@@ -415,15 +415,20 @@ class TapLink:
             if ETH_HLEN <= n <= GSO_FRAME_MAX:
                 break
             c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
-        flags = data[0]
+        return memoryview(data)[VNET_HLEN:], self._count_vnet_rx(n, data[0], data[1])
+
+    def _count_vnet_rx(self, n: int, flags: int, gso_type: int) -> bool:
+        """Count one received frame of ``n`` bytes by its virtio_net_hdr ``flags`` and
+        ``gso_type``; whether the kernel vouches for its transport checksum."""
+        c = self._c
         c["rx_frames"] += 1
         c["rx_bytes"] += n
-        if data[1]:
+        if gso_type:
             c["rx_gso_frames"] += 1
         trusted = bool(flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID))
         if trusted:
             c["rx_csum_trusted"] += 1
-        return memoryview(data)[VNET_HLEN:], trusted
+        return trusted
 
     def recv_placed(self, head: bytearray, dest: memoryview
                     ) -> tuple[int, bool, int, memoryview] | None:
@@ -449,13 +454,7 @@ class TapLink:
             if ETH_HLEN <= n <= GSO_FRAME_MAX:
                 break
             c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
-        c["rx_frames"] += 1
-        c["rx_bytes"] += n
-        if head[1]:
-            c["rx_gso_frames"] += 1
-        trusted = bool(head[0] & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID))
-        if trusted:
-            c["rx_csum_trusted"] += 1
+        trusted = self._count_vnet_rx(n, head[0], head[1])
         hl = len(head)
         placed = min(max(got - hl, 0), len(dest))
         rest = max(got - hl - placed, 0)

@@ -426,6 +426,13 @@ class TcpConnection:
         edge = sq.diff(self._rcv_adv, self.rcv_nxt)
         return max(wnd, edge, 0)
 
+    def _stamp(self, now: float) -> tuple[int, int]:
+        """The window field and TSval shared by the segments of one output pass (the
+        first of them carries the pending ACK, so none is owed any more)."""
+        self._ack_pending = False
+        self._ack_now = False
+        return self._advertise(), self._ts_now(now)
+
     def _advertise(self) -> int:
         """The window field of the next segment (scaled, RFC 7323 §2.3); records the right
         edge it advertises."""
@@ -1744,10 +1751,7 @@ class TcpConnection:
                 k = min(unsent, usable) // mss
                 n = k * mss
                 if not sent:
-                    window = self._advertise()
-                    ts_val = self._ts_now(now)
-                    self._ack_pending = False
-                    self._ack_now = False
+                    window, ts_val = self._stamp(now)
                 view = memoryview(self._sndbuf)
                 payload = view[off:off + n].tobytes()
                 view.release()
@@ -1771,10 +1775,7 @@ class TcpConnection:
             flags = ACK | (PSH if n == unsent else 0)
             if fast:
                 if not sent:
-                    window = self._advertise()
-                    ts_val = self._ts_now(now)
-                    self._ack_pending = False
-                    self._ack_now = False
+                    window, ts_val = self._stamp(now)
                 seg: bytes = build_ts(self._pseudo_base, self.local_port, self.remote_port,
                                       self.snd_nxt, self.rcv_nxt, flags, window, ts_val,
                                       self._ts_recent, chunk, self.layer.tx_csum_partial)

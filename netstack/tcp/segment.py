@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from netstack.checksum import (
     fold,
+    ones_residue,
     ones_sum,
     pseudo_header_sum,
     transport_checksum,
@@ -219,9 +220,6 @@ def build_ts(pseudo_base: int, sport: int, dport: int, seq: int, ack: int, flags
 #: RFC 791 §3.1) and TCP (32 bytes: NOP NOP TS, RFC 7323 Appendix A) headers of one
 #: frame of a :class:`SegmentRun`, by Ethernet header length.
 _RUN_HDR: dict[int, struct.Struct] = {}
-#: 2**k - 1 for folding a payload integer (RFC 1071 §2(B)): ``2**k == 1 (mod 0xFFFF)``
-#: when ``k`` is a multiple of 16, so ``(n >> k) + (n & mask)`` is congruent to ``n``.
-_FOLD = tuple((k, (1 << k) - 1) for k in (5840, 2928, 1472, 736))
 
 
 def _run_header(eth_len: int) -> struct.Struct:
@@ -302,9 +300,8 @@ class SegmentRun:
         constant but for the identification, the TCP sum but for SEQ, the payload and
         PSH. For a sum ``s > 0`` the checksum ``~fold(s)`` (RFC 1071 §4.1, as
         :func:`netstack.checksum.fold` and the end-around carry compute it) equals
-        ``(-s) % 0xFFFF``; the payload integer is folded first (halved by
-        shift-and-add, which keeps it congruent) so the reduction is over a small
-        number.
+        ``(-s) % 0xFFFF``, and the payload enters as its residue
+        (:func:`netstack.checksum.ones_residue`).
         """
         mss = self.mss
         pack = _run_header(len(eth)).pack
@@ -323,9 +320,7 @@ class SegmentRun:
         partial = self.partial
         if partial:
             csum = fold(self.pseudo_base + tcp_len)
-        odd = mss & 1
-        (k1, m1), (k2, m2), (k3, m3), (k4, m4) = _FOLD
-        fb = int.from_bytes
+        residue = ones_residue
         payload = self.payload
         seq = self.seq
         out: list[bytes] = []
@@ -339,14 +334,7 @@ class SegmentRun:
                 flags = ACK | PSH
                 tcp_neg -= PSH
             if not partial:
-                n = fb(chunk, "big")
-                n = (n >> k1) + (n & m1)
-                n = (n >> k2) + (n & m2)
-                n = (n >> k3) + (n & m3)
-                n = (n >> k4) + (n & m4)
-                if odd:
-                    n <<= 8
-                csum = (tcp_neg - seqno - n) % 0xFFFF
+                csum = (tcp_neg - seqno - residue(chunk)) % 0xFFFF
             append(pack(eth, 0x45, 0, ip_total, ident, 0x4000, 64, 6,
                         (ip_neg - ident) % 0xFFFF, src, dst, sport, dport, seqno, ack, 0x80,
                         flags, window, csum, 0, 0x0101080A, ts_val, ts_ecr) + chunk)
