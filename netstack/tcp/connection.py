@@ -68,11 +68,6 @@ class TcpState(enum.Enum):
     LAST_ACK = "LAST-ACK"
 
 
-#: The largest MSS for which full-sized segments leave as runs (SegmentRun): an
-#: Ethernet MTU of 1500; per-segment Python work dominates there, the payload's beyond.
-RUN_MSS_MAX = 2048
-
-
 class TcpError(Exception):
     """A connection failed; ``reason`` is short and stable (refused, reset, timeout...)."""
 
@@ -1715,12 +1710,7 @@ class TcpConnection:
         # Runs of full-sized segments (SegmentRun): the same segments, built with their
         # frames by the interface; only without TSO, over IPv4, for a consumer that
         # frames them (layer.tx_runs).
-        # Small segments only: a run's per-segment checksum folding is tuned for about
-        # 1,500-byte payloads; larger ones cost more than the segment path (measured,
-        # user ms/MiB sending without offloads: MTU 9000 3.97 vs 2.71, MTU 65520 3.7
-        # vs 1.5-1.9).
-        runs = fast and not tso and self.layer.tx_runs and len(self.remote_ip) == 4 \
-            and self.mss <= RUN_MSS_MAX
+        runs = fast and not tso and self.layer.tx_runs and len(self.remote_ip) == 4
         window = ts_val = 0
         while True:
             off = sq.diff(self.snd_nxt, self.snd_una)
