@@ -110,7 +110,7 @@ def test_offer_contents() -> None:
     n = _neg(header_digest=("CRC32C", "None"))
     offer = dict(n.offer())
     assert offer["HeaderDigest"] == "CRC32C,None"
-    assert offer["MaxRecvDataSegmentLength"] == "1048576"
+    assert offer["MaxRecvDataSegmentLength"] == "262144"
     assert offer["InitialR2T"] == "No" and offer["ImmediateData"] == "Yes"
     assert "MaxRecvDataSegmentLength" not in n.awaiting  # declarative: no answer due
     assert "MaxBurstLength" in n.awaiting
@@ -137,7 +137,7 @@ def test_typical_tgtd_answer() -> None:
     assert answers == []
     r = n.result()
     assert r.initial_r2t is True and r.immediate_data is True
-    assert r.max_recv_data_segment_length == 1048576  # ours
+    assert r.max_recv_data_segment_length == 262144  # ours
     assert r.max_xmit_data_segment_length == 8192  # theirs
     assert r.max_burst_length == 262144 and r.first_burst_length == 65536
     assert r.default_time2retain == 0

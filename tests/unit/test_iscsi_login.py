@@ -96,7 +96,7 @@ def machine(**kw: object) -> LoginMachine:
 
 def finish_operational(s: Script, keys: dict[str, str], tsih: int = 9) -> LoginSuccess:
     assert s.last.csg == Stage.OPERATIONAL and s.last.transit and s.last.nsg == 3
-    assert keys["MaxRecvDataSegmentLength"] == "1048576"
+    assert keys["MaxRecvDataSegmentLength"] == "262144"
     done = s.reply(TGT_ANSWERS, transit=True, nsg=3, tsih=tsih)
     assert isinstance(done, LoginSuccess)
     return done
