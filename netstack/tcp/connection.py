@@ -601,7 +601,7 @@ class TcpConnection:
         # Seventh: segment text
         if plen and self.state in (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1,
                                    TcpState.FIN_WAIT_2):
-            self._receive_data(seg.seq, seg.payload)
+            self._receive_data(seg.seq, seg.payload, now)
         elif plen:
             self._c["data_after_fin"] += 1
 
@@ -1245,8 +1245,19 @@ class TcpConnection:
     def _sacked_bytes(self) -> int:
         return sum(sq.diff(r, left) for left, r in self._peer_sacked)
 
-    def _receive_data(self, seqno: int, payload: memoryview) -> None:
+    def _receive_data(self, seqno: int, payload: memoryview, now: float) -> None:
         c = self._c
+        if self._ack_now and self._ooo:
+            # The duplicate ACK an earlier out-of-order segment of this batch is owed goes
+            # now, before this segment changes what we would report: one immediate ACK
+            # per out-of-order segment (RFC 5681 §4.2), each with the SACK blocks as they
+            # stood after its segment (RFC 2018 §4), not one for the whole batch. At heavy
+            # ACK loss a batch's single ACK lost its SACK news until the sender's next
+            # RTO; a Linux sender then took the late SACKs as RTT samples of seconds and
+            # backed off its RTO past two minutes.
+            self._c["dupacks_out"] += 1
+            self.layer.queue_raw(self, self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"",
+                                                     now))
         off = sq.diff(self.rcv_nxt, seqno)
         if off > 0:  # starts before rcv_nxt: trim the old part
             if off >= len(payload):

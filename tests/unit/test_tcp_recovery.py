@@ -195,3 +195,40 @@ def test_dsack_block_for_an_old_duplicate() -> None:
     sim.flush()
     again = next(parse(memoryview(g)) for s, _, g in sim.sent if s == B_IP)
     assert not again.opts.sack  # reported once
+
+
+def test_each_out_of_order_segment_of_a_batch_gets_its_own_duplicate_ack() -> None:
+    """A batch of segments behind a hole is answered by one duplicate ACK per segment
+    (RFC 5681 §4.2), each with the SACK block as it stood after its segment (RFC 2018
+    §4), not by one ACK for the batch: at 20% ACK loss a single ACK per batch lost a
+    batch's SACK news until the sender's next RTO."""
+    sim, ca, cb = pair()
+    _warm(sim, ca, cb)
+    data = random.Random(5).randbytes(6 * 1448)
+    first = ca.snd_nxt
+    held: list[tuple[bytes, bytes, bytes]] = []
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src == A_IP and p.payload:
+            held.append((src, dst, seg))
+            return None
+        return seg
+
+    sim.tap = tap
+    ca.send(data)
+    sim.flush()
+    assert len(held) == 6
+    sent_before = len(sim.sent)
+    dup_before = _count(cb, "dupacks_out")
+    # Segments 2..6 arrive in one receive batch; segment 1 is lost.
+    for src, dst, seg in held[1:]:
+        cb.layer.receive(src, dst, memoryview(seg), sim.now)
+    sim.tap = None
+    sim.flush()
+    acks = [parse(memoryview(s)) for src, _, s in sim.sent[sent_before:] if src == B_IP]
+    assert len(acks) == 5
+    assert all(a.ack == first and not a.payload for a in acks)
+    assert [a.opts.sack for a in acks] == [
+        [(sq.add(first, 1448), sq.add(first, k * 1448))] for k in range(2, 7)]
+    assert _count(cb, "dupacks_out") - dup_before == 4  # the fifth is the batch's own

@@ -258,7 +258,8 @@ def test_sack_blocks_never_ride_on_super_segments() -> None:
     sim.tap = None
     ca.cwnd = 1 << 24
     ca.send(bytes(20 * MSS + 100))
-    segs = out_of(ca, sim.now)
+    # (a duplicate ACK owed to the first out-of-order segment may still be queued)
+    segs = [s for s in out_of(ca, sim.now) if isinstance(s, TsoSegment) or payload_len(s)]
     assert len(segs) == 2 and isinstance(segs[0], TsoSegment) and isinstance(segs[1], bytes)
     assert segs[0].segments == 20
     assert all(not parse(memoryview(p)).opts.sack for p in wire(segs[:1]))
