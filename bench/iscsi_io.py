@@ -44,6 +44,7 @@ import os
 import platform
 import random
 import re
+import resource
 import signal
 import struct
 import subprocess
@@ -341,6 +342,11 @@ class Row:
     note: str = ""
     ratio_iscsi_perf: float | None = None
     ratio_qemu_img: float | None = None
+    #: CPU (user + system) of the initiator's process per MiB moved, in ms: bootinit's
+    #: own process; a tool's whole run (start and login included) from its rusage.
+    cpu_ms_per_mib: float | None = None
+    #: tgtd's CPU (every thread) per MiB moved during that initiator's run, in ms.
+    target_ms_per_mib: float | None = None
 
     @property
     def mb_per_s(self) -> float:
@@ -356,6 +362,67 @@ class Row:
         """JSON-ready form (with MB/s and IOPS)."""
         return {**asdict(self), "mb_per_s": round(self.mb_per_s, 3),
                 "iops": round(self.iops, 1)}
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used so far, from
+    ``/proc/PID/stat`` (clock ticks: 10 ms steps)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSpan:
+    """CPU used between :meth:`start` and :meth:`stop` by this process (bootinit), by
+    the children reaped meanwhile (a tool run by :func:`run_tool`) and by tgtd.
+
+    On two CPUs shared with tgtd, an initiator's CPU per byte is what it takes from the
+    target: these columns say whose cost a throughput difference is."""
+
+    def __init__(self, target: BenchTarget) -> None:
+        popen = target.tgtd.popen
+        self._tgtd = popen.pid if popen is not None else None
+        self._t0 = self._self0 = self._kids0 = 0.0
+        self.own = self.children = 0.0
+        self.tgtd: float | None = None
+
+    @staticmethod
+    def _usage(who: int) -> float:
+        r = resource.getrusage(who)
+        return r.ru_utime + r.ru_stime
+
+    def _tgtd_now(self) -> float | None:
+        if self._tgtd is None:
+            return None
+        try:
+            return process_cpu(self._tgtd)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start(self) -> CpuSpan:
+        self._self0 = self._usage(resource.RUSAGE_SELF)
+        self._kids0 = self._usage(resource.RUSAGE_CHILDREN)
+        t = self._tgtd_now()
+        self._t0 = -1.0 if t is None else t
+        return self
+
+    def stop(self) -> CpuSpan:
+        self.own = self._usage(resource.RUSAGE_SELF) - self._self0
+        self.children = self._usage(resource.RUSAGE_CHILDREN) - self._kids0
+        t = self._tgtd_now()
+        self.tgtd = None if t is None or self._t0 < 0 else t - self._t0
+        return self
+
+    def stamp(self, row: Row, tool: bool = False) -> Row:
+        """Set ``row``'s CPU columns from this span (``tool``: the initiator is the
+        reaped child, not this process)."""
+        mib = row.bytes / MiB
+        if mib > 0:
+            row.cpu_ms_per_mib = (self.children if tool else self.own) * 1000 / mib
+            if self.tgtd is not None:
+                row.target_ms_per_mib = self.tgtd * 1000 / mib
+        return row
 
 
 @dataclass
@@ -392,22 +459,30 @@ def measure_bootinit(target: BenchTarget, s: Settings, mtu: int, salt: int,
             "block_size": dev.block_size}
         data = bytearray(size)
         fill_pattern(memoryview(data), salt)
+        span = CpuSpan(target).start()
         n, t = sequential(dev, "write", data, s.request, s.seq_qd)
+        span.stop()
         bad = first_difference(target.lun_path, data)
         if bad is not None:
             raise BenchError(f"bootinit MTU {mtu}: written data not in the LUN file at "
                              f"offset {bad}")
-        rows.append(Row("seq-write", "bootinit", mtu, size, t, n, s.request, s.seq_qd))
+        rows.append(span.stamp(Row("seq-write", "bootinit", mtu, size, t, n, s.request,
+                                   s.seq_qd)))
         got = bytearray(size)
+        span = CpuSpan(target).start()
         n, t = sequential(dev, "read", got, s.request, s.seq_qd)
+        span.stop()
         if got != data:
             raise BenchError(f"bootinit MTU {mtu}: data read differs from data written")
-        rows.append(Row("seq-read", "bootinit", mtu, size, t, n, s.request, s.seq_qd))
+        rows.append(span.stamp(Row("seq-read", "bootinit", mtu, size, t, n, s.request,
+                                   s.seq_qd)))
         del got
         for qd in (1, 32):
+            span = CpuSpan(target).start()
             n, t = random_reads(dev, data, qd, s.random_count, s.random_seconds, seed=qd)
-            rows.append(Row(f"rand-read-qd{qd}", "bootinit", mtu, n * RANDOM_BYTES, t, n,
-                            RANDOM_BYTES, qd))
+            span.stop()
+            rows.append(span.stamp(Row(f"rand-read-qd{qd}", "bootinit", mtu,
+                                       n * RANDOM_BYTES, t, n, RANDOM_BYTES, qd)))
         counters = dev.session.counters()
         info.setdefault("bootinit_counters", {})[str(mtu)] = {
             k: counters.get(k, {}) for k in ("commands", "errors", "recovery")}
@@ -468,14 +543,16 @@ def iscsi_perf_row(target: BenchTarget, s: Settings, test: str, request: int, qd
     argv = ["iscsi-perf", "-t", str(seconds), "-b", str(blocks), "-m", str(qd)]
     if rand:
         argv.append("-r")
+    span = CpuSpan(target).start()
     out, _ = run_tool(target, [*argv, target.url], seconds + 30, graceful=True)
+    span.stop()
     bs, iops = parse_iscsi_perf(out)
     if bs * blocks != request:
         raise BenchError(f"iscsi-perf: block size {bs}, so -b {blocks} is not {request} bytes")
     requests = round(iops * seconds)
     note = "unaligned 512 B offsets" if rand else "cycles over the LUN"
-    return Row(test, "iscsi-perf", None, requests * request, float(seconds), requests,
-               request, qd, note)
+    return span.stamp(Row(test, "iscsi-perf", None, requests * request, float(seconds),
+                          requests, request, qd, note), tool=True)
 
 
 def qemu_img_rows(target: BenchTarget, s: Settings) -> list[Row]:
@@ -483,25 +560,30 @@ def qemu_img_rows(target: BenchTarget, s: Settings) -> list[Row]:
     size = target.size
     rows = []
     sink = f"driver=null-co,size={size}"
+    span = CpuSpan(target).start()
     _, t = run_tool(target, ["qemu-img", "convert", "-n", "-f", "raw", target.url,
                              "--target-image-opts", sink], s.tool_timeout)
-    rows.append(Row("seq-read", "qemu-img", None, size, t, 0, 0, 8,
-                    "convert to null-co; wall time incl. start+login"))
+    span.stop()
+    rows.append(span.stamp(Row("seq-read", "qemu-img", None, size, t, 0, 0, 8,
+                               "convert to null-co; wall time incl. start+login"), tool=True))
     fd, name = tempfile.mkstemp(prefix="bootinit-bench-", suffix=".img", dir=s.lun_dir)
     os.close(fd)
     src = Path(name)
     try:
         fill_file(src, size, salt=777)
+        span = CpuSpan(target).start()
         _, t = run_tool(target, ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw",
                                  str(src), target.url], s.tool_timeout)
+        span.stop()
         with open(src, "rb") as f:
             bad = first_difference(target.lun_path, f.read())
         if bad is not None:
             raise BenchError(f"qemu-img write: LUN file differs from the source at {bad}")
     finally:
         src.unlink(missing_ok=True)
-    rows.append(Row("seq-write", "qemu-img", None, size, t, 0, 0, 8,
-                    "convert from tmpfs file; wall time incl. start+login"))
+    rows.append(span.stamp(Row("seq-write", "qemu-img", None, size, t, 0, 0, 8,
+                               "convert from tmpfs file; wall time incl. start+login"),
+                           tool=True))
     return rows
 
 
@@ -605,7 +687,8 @@ def table(rows: list[Row], info: dict[str, Any]) -> str:
             "negotiated: " + ", ".join(f"{k}={v}" for k, v in neg.items()),
             "",
             f"{'test':<15} {'initiator':<10} {'MTU':>5} {'MB/s':>9} {'IOPS':>9} "
-            f"{'requests':>9} {'seconds':>8} {'/iscsi-perf':>11} {'/qemu-img':>9}  note"]
+            f"{'requests':>9} {'seconds':>8} {'/iscsi-perf':>11} {'/qemu-img':>9} "
+            f"{'cpu':>6} {'tgtd':>6}  note   (cpu, tgtd: CPU ms per MiB moved)"]
     lines = head
     for r in rows:
         iops = f"{r.iops:9.0f}" if r.request_bytes == RANDOM_BYTES else f"{'-':>9}"
@@ -613,8 +696,11 @@ def table(rows: list[Row], info: dict[str, Any]) -> str:
         rp = f"{r.ratio_iscsi_perf:11.2f}" if r.ratio_iscsi_perf is not None else f"{'-':>11}"
         rq = f"{r.ratio_qemu_img:9.2f}" if r.ratio_qemu_img is not None else f"{'-':>9}"
         mtu = str(r.mtu) if r.mtu is not None else "-"
+        cpu = f"{r.cpu_ms_per_mib:6.2f}" if r.cpu_ms_per_mib is not None else f"{'-':>6}"
+        tgt = (f"{r.target_ms_per_mib:6.2f}" if r.target_ms_per_mib is not None
+               else f"{'-':>6}")
         lines.append(f"{r.test:<15} {r.initiator:<10} {mtu:>5} {r.mb_per_s:9.1f} {iops} "
-                     f"{reqs} {r.seconds:8.2f} {rp} {rq}  {r.note}".rstrip())
+                     f"{reqs} {r.seconds:8.2f} {rp} {rq} {cpu} {tgt}  {r.note}".rstrip())
     return "\n".join(lines)
 
 

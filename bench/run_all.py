@@ -136,6 +136,13 @@ class Row:
     goal_ratios: dict[str, float] = field(default_factory=dict)
     #: goal key -> that goal's ratio in each round.
     goal_round_ratios: dict[str, list[float]] = field(default_factory=dict)
+    #: iSCSI rows: the initiator's CPU ms per MiB moved (bootinit's process, or the
+    #: tool's whole run) and tgtd's meanwhile; medians of ``cpu_samples`` /
+    #: ``target_cpu_samples`` (one per round).
+    cpu: float | None = None
+    target_cpu: float | None = None
+    cpu_samples: list[float] = field(default_factory=list)
+    target_cpu_samples: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (with ``mb_per_s_range``: [min, max] of the samples)."""
@@ -143,6 +150,11 @@ class Row:
         for k in ("mb_per_s", "iops"):
             if d[k] is not None:
                 d[k] = round(d[k], 3)
+        for k in ("cpu", "target_cpu"):
+            if d[k] is not None:
+                d[k] = round(d[k], 3)
+        d["cpu_samples"] = [round(v, 3) for v in self.cpu_samples]
+        d["target_cpu_samples"] = [round(v, 3) for v in self.target_cpu_samples]
         d["samples"] = [round(v, 3) for v in self.samples]
         d["iops_samples"] = [round(v, 1) for v in self.iops_samples]
         d["mb_per_s_range"] = ([round(min(self.samples), 3), round(max(self.samples), 3)]
@@ -274,6 +286,11 @@ def aggregate(rounds: Sequence[Sequence[Row]]) -> list[Row]:
         else:
             row.mb_per_s = median(samples)
             row.iops = median(iops) if len(iops) == len(samples) else None
+            row.cpu_samples = [v for r in measured for v in r.cpu_samples]
+            row.target_cpu_samples = [v for r in measured for v in r.target_cpu_samples]
+            row.cpu = median(row.cpu_samples) if row.cpu_samples else None
+            row.target_cpu = (median(row.target_cpu_samples) if row.target_cpu_samples
+                              else None)
         out.append(row)
     return out
 
@@ -314,7 +331,10 @@ def _iscsi_row(r: iscsi_io.Row, offload: str) -> Row:
         check = "-"
     rand = r.request_bytes == iscsi_io.RANDOM_BYTES
     return Row("iscsi", r.test, r.initiator, r.mtu, offload, r.mb_per_s,
-               r.iops if rand else None, check, r.note)
+               r.iops if rand else None, check, r.note,
+               cpu_samples=[] if r.cpu_ms_per_mib is None else [r.cpu_ms_per_mib],
+               target_cpu_samples=([] if r.target_ms_per_mib is None
+                                   else [r.target_ms_per_mib]))
 
 
 def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
@@ -673,10 +693,16 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
                      f"verdicts from the median of per-round ratios (shown with their "
                      f"range)")
     range_head = f"{'  range':<13}" if rounds > 1 else ""
+    with_cpu = any(r.cpu is not None for r in rows)
+    cpu_head = f"{'cpu':>6}{'tgtd':>6}" if with_cpu else ""
+    if with_cpu:
+        lines.append("cpu, tgtd: CPU ms per MiB moved (median) of the initiator's process "
+                     "(bootinit's own; a tool's whole run incl. start and login) and of "
+                     f"tgtd meanwhile, which share the {info['cpus']} CPUs")
     lines += [
         "",
         f"{'part':<7}{'test':<16}{'who':<11}{'MTU':>6} {'offload':<8}{'MB/s':>9}"
-        f"{'IOPS':>9}{range_head}  {'check':<6}{'ratios':<38}goals",
+        f"{'IOPS':>9}{range_head}{cpu_head}  {'check':<6}{'ratios':<38}goals",
     ]
     for r in rows:
         ratios = "  ".join(f"{v:.2f}/{k}" for k, v in r.ratios.items())
@@ -695,8 +721,10 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
             tail = f"{tail}  ({r.note})" if tail else f"({r.note})"
         mtu = "-" if r.mtu is None else str(r.mtu)
         rng = f"  {spread(r):<11}" if rounds > 1 else ""
+        cpu = f"{_num(r.cpu, 6, 2)}{_num(r.target_cpu, 6, 2)}" if with_cpu else ""
         lines.append(f"{r.part:<7}{r.test:<16}{r.who:<11}{mtu:>6} {r.offload:<8}{mbs:>9}"
-                     f"{_num(r.iops, 9, 0)}{rng}  {r.check:<6}{ratios:<38}{tail}".rstrip())
+                     f"{_num(r.iops, 9, 0)}{rng}{cpu}  {r.check:<6}{ratios:<38}"
+                     f"{tail}".rstrip())
     lines += ["", "goals (issue 6):"]
     for g in goals:
         if not g["judged"]:

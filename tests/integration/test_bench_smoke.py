@@ -117,10 +117,12 @@ def test_tap_ceiling_short() -> None:
 def run_all_row(rounds: bool = False) -> re.Pattern[str]:
     """A line of run_all's table (``rounds``: with the range column of ``--rounds``)."""
     spread = rf"\s+(?P<range>{NUMBER}-{NUMBER}|once|-)" if rounds else ""
+    cpu = rf"(?:\s+(?P<cpu>{NUMBER}|-)\s+(?P<tgtd>{NUMBER}|-))?"  # with iSCSI rows
     return re.compile(
         rf"^(?P<part>iscsi|tcp|kernel)\s+(?P<test>[a-z0-9-]+)\s+(?P<who>[a-z-]+)\s+"
         rf"(?P<mtu>\d+|-)\s+(?P<offload>on|off|-)\s+(?P<mbs>{NUMBER}|n/a)\s+"
-        rf"(?P<iops>{NUMBER}|-){spread}\s+(?P<check>ok|-|n/a|FAIL)(?:\s+(?P<rest>.*))?$")
+        rf"(?P<iops>{NUMBER}|-){spread}{cpu}\s+(?P<check>ok|-|n/a|FAIL)"
+        rf"(?:\s+(?P<rest>.*))?$")
 
 
 RUN_ALL_ROW = run_all_row()
@@ -191,6 +193,13 @@ def test_run_all_tiny(tmp_path: Path) -> None:
                 assert "/kernel" in m["rest"], m[0]
         if who == "bootinit" and test.startswith("seq"):
             assert ">=0.8x libiscsi: " in m["rest"], m[0]
+        # CPU per MiB: the initiator's for every iSCSI row (tgtd's may round to 0 at
+        # this size: /proc counts 10 ms ticks); none for TCP rows.
+        if part == "iscsi":
+            positive(m["cpu"])
+            assert m["tgtd"] is not None and float(m["tgtd"]) >= 0, m[0]
+        else:
+            assert m["cpu"] in (None, "-") and m["tgtd"] in (None, "-"), m[0]
     goals = out[out.index("goals (issue 6):"):].splitlines()[1:]
     assert len(goals) == 4 and all(re.search(r"(MET|not met|cannot be judged)", g)
                                    for g in goals), out

@@ -219,3 +219,72 @@ def test_json_carries_samples_and_round_ratios() -> None:
     assert d["round_ratios"]["iscsi-perf"] == [1.0, 0.6667, 1.2]
     assert d["goal_ratios"] == {"seq-read": 1.0}
     assert d["goal_round_ratios"]["seq-read"] == [1.0, 0.6667, 1.2]
+
+
+def test_cpu_columns_are_medians_of_the_rounds_and_shown() -> None:
+    rounds = seq_read_rounds([100, 200, 300], [100, 300, 250], [50, 50, 50])
+    for k, rows in enumerate(rounds):
+        ours, perf, _qemu = rows
+        ours.cpu_samples, ours.target_cpu_samples = [0.5 + k / 10], [0.9 - k / 10]
+        perf.cpu_samples, perf.target_cpu_samples = [0.2], [0.7 + k]
+    rows = aggregate(rounds)
+    add_ratios(rows, SETTINGS)
+    who = by_who(rows)
+    assert who["bootinit"].cpu_samples == [0.5, 0.6, 0.7]
+    assert who["bootinit"].cpu == pytest.approx(0.6)
+    assert who["bootinit"].target_cpu == pytest.approx(0.8)
+    assert who["iscsi-perf"].target_cpu == pytest.approx(1.7)
+    assert who["qemu-img"].cpu is None
+    text = run_all.table(rows, goal_summary(rows), _info(3))
+    assert "cpu, tgtd: CPU ms per MiB" in text and "which share the 2 CPUs" in text
+    line = next(x for x in text.splitlines() if x.startswith("iscsi") and "bootinit" in x)
+    assert "  0.60  0.80  ok" in line, line
+    line = next(x for x in text.splitlines()
+                if x.startswith("iscsi") and x.split()[2] == "qemu-img")
+    assert "     -     -  -" in line, line
+    d = json.loads(json.dumps(who["iscsi-perf"].as_dict()))
+    assert d["cpu"] == 0.2 and d["target_cpu_samples"] == [0.7, 1.7, 2.7]
+    # No CPU numbers at all (TCP-only runs, old JSON): no columns.
+    plain = aggregate(seq_read_rounds([100], [100], [100]))
+    assert "cpu, tgtd" not in run_all.table(plain, goal_summary(plain), _info(1))
+
+
+def test_cpu_span_measures_this_process_and_a_child(tmp_path: object) -> None:
+    """CpuSpan: our own CPU while we burn some, a reaped child's, tgtd's by /proc."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from bench import iscsi_io
+
+    class FakeTgtd:
+        popen = subprocess.Popen([sys.executable, "-c",
+                                  "import time\nt=time.process_time()\n"
+                                  "while time.process_time()-t<0.3: pass\ntime.sleep(5)"])
+
+    class FakeTarget:
+        tgtd = FakeTgtd()
+
+    try:
+        span = iscsi_io.CpuSpan(FakeTarget()).start()  # type: ignore[arg-type]
+        t = time.process_time()
+        while time.process_time() - t < 0.2:
+            pass
+        subprocess.run([sys.executable, "-c", "import time\nt=time.process_time()\n"
+                        "while time.process_time()-t<0.2: pass"], check=True)
+        time.sleep(0.5)  # the fake tgtd burns its 0.3 s meanwhile
+        span.stop()
+        assert 0.2 <= span.own < 1.0
+        assert 0.2 <= span.children < 1.0
+        assert span.tgtd is not None and 0.2 <= span.tgtd < 1.0
+        row = iscsi_io.Row("seq-read", "bootinit", 1500, 100 * iscsi_io.MiB, 1.0, 1, 1, 1)
+        span.stamp(row)
+        assert row.cpu_ms_per_mib == pytest.approx(span.own * 10)
+        assert row.target_ms_per_mib == pytest.approx(span.tgtd * 10)
+        span.stamp(row, tool=True)
+        assert row.cpu_ms_per_mib == pytest.approx(span.children * 10)
+        assert iscsi_io.process_cpu(os.getpid()) > 0
+    finally:
+        FakeTgtd.popen.kill()
+        FakeTgtd.popen.wait()
