@@ -150,8 +150,7 @@ class IscsiConnection:
         if not self._made or not s.can_parse_ahead():
             c.set_placement(None)
             return
-        s.parse_ahead(c.recv_chunks())
-        c.set_placement(s.placement_window())
+        c.set_placement(s.parse_ahead(c.recv_chunks()))
 
     def _on_tcp(self, conn: TcpConnection) -> None:
         if conn is not self.conn or self._closed:

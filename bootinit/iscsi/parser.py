@@ -329,15 +329,22 @@ class PduParser:
         return pos + n
 
     def _take_placed(self, n: int, out: list[ParsedItem]) -> None:
-        window = self.placement_window()
-        if window is None or not 0 < n <= len(window):
+        # placement_window()'s tests, without making the view unless digests need it
+        # (several Placed chunks per Data-In on the receive hot path)
+        got = self._got
+        room = self._data_len - got
+        if (self._dest is None or self._state != _S_DATA or self._held or self._broken
+                or not 0 < n <= room):
+            window = self.placement_window()
             raise self._fail(ProtocolError(
                 f"{n} placed bytes where the parser expects "
                 f"{'none' if window is None else len(window)}"))
         if self.data_digest:
-            self._crc = crc32c(window[:n], self._crc)
-        self._got += n
-        if self._got == self._data_need:  # no padding: the data segment is complete
+            o = self._dest_off + got
+            self._crc = crc32c(self._dest[o:o + n], self._crc)
+        got += n
+        self._got = got
+        if got == self._data_need:  # no padding: the data segment is complete
             if self.data_digest:
                 self._state = _S_DDIGEST
                 self._got = 0

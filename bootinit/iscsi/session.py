@@ -526,18 +526,22 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    def parse_ahead(self, chunks: Sequence[BytesLike | Placed]) -> None:
+    def parse_ahead(self, chunks: Sequence[BytesLike | Placed]) -> memoryview | None:
         """Parse received pieces now and keep their PDUs for the next :meth:`receive` /
         :meth:`receive_chunks` (which processes them first, as if they had come with it):
         in the middle of a TCP batch the parser learns where the next Data-In bytes go
-        (:meth:`placement_window`) without the per-batch work being done per PDU. Only in
-        the full feature phase (at login the parser pauses for digests); anything else
-        is an error of the caller."""
+        without the per-batch work being done per PDU. Returns that place
+        (:meth:`placement_window` after the parse, which changes no session state). Only
+        in the full feature phase (at login the parser pauses for digests); anything
+        else is an error of the caller."""
         parser = self._parser
-        if parser is None or not self.can_parse_ahead():
+        # can_parse_ahead() inline: once per placed Data-In (the receive hot path)
+        if parser is None or self.state is not SessionState.FULL_FEATURE or \
+                self._transport != _T_UP:
             raise ProtocolError("parse_ahead outside the full feature phase")
         if self._ahead_error is None:  # else the parser stopped: reported by the next receive
             self._ahead_error = _parse(parser, chunks, self._ahead)
+        return parser.placement_window()
 
     def can_parse_ahead(self) -> bool:
         """Whether :meth:`parse_ahead` may be called now (full feature phase, transport

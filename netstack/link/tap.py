@@ -139,7 +139,8 @@ class TapLink:
         self._closed = False
         self._where: str | None = None  # namespace the kernel side is in now
         self._frame_max = self.mtu + ETH_HLEN
-        self._spill: bytearray | None = None  # recv_placed's, made on first use
+        # recv_placed's spill buffer and a view of it, made on first use
+        self._spill: memoryview | None = None
         self._c: dict[str, int] = {
             "rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
             "tx_drop_full": 0, "tx_drop_link_down": 0, "rx_drop_oversize": 0,
@@ -440,7 +441,7 @@ class TapLink:
         or None when no frame is waiting. Counted as :meth:`recv_offload` counts."""
         spill = self._spill
         if spill is None:
-            spill = self._spill = bytearray(GSO_FRAME_MAX + 1)
+            spill = self._spill = memoryview(bytearray(GSO_FRAME_MAX + 1))
         c = self._c
         bufs = (head, dest, spill)
         while True:
@@ -455,10 +456,15 @@ class TapLink:
                 break
             c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
         trusted = self._count_vnet_rx(n, head[0], head[1])
-        hl = len(head)
-        placed = min(max(got - hl, 0), len(dest))
-        rest = max(got - hl - placed, 0)
-        return n, trusted, placed, memoryview(spill)[:rest]
+        # what readv put past the head: dest first, then the spill buffer (compares, not
+        # min/max: once per frame of a bulk read)
+        body = got - len(head)
+        if body <= 0:
+            return n, trusted, 0, spill[:0]
+        room = len(dest)
+        if body <= room:
+            return n, trusted, body, spill[:0]
+        return n, trusted, room, spill[:body - room]
 
     def recv(self) -> bytes | None:
         """Read one frame (at most mtu + 14 bytes), or None when none is waiting.

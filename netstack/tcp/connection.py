@@ -699,15 +699,14 @@ class TcpConnection:
             return False
 
         # -- predicted: the full path's steps, in its order
-        if self.ts_ok:
+        if hlen == 32:  # timestamps agreed
             self._ts_recent = ts_val
-        payload = segment[hlen:]
         c = self._c
         if acked:
             opts = TcpOptions(ts_val=ts_val, ts_ecr=ts_ecr) if self.ts_ok else TcpOptions()
             self._ack_advanced(ack, acked, Segment(
                 self.remote_port, self.local_port, seqno, ack, offflags & 0xFF, window, opts,
-                payload), now)
+                segment[hlen:]), now)
         self.snd_wl1 = seqno
         self.snd_wl2 = ack
         if wnd > self.max_snd_wnd:
@@ -729,6 +728,7 @@ class TcpConnection:
             if len(tail):
                 self._rcvq.append(bytes(tail))
         else:
+            payload = segment[hlen:]
             frame = payload.obj
             self._rcvq.append(payload if isinstance(frame, bytes) and plen * 4 >= len(frame)
                               else bytes(payload))

@@ -713,7 +713,12 @@ class Harness:
                 chunks.append(back[pos:end])
             pos = end
             if s.can_parse_ahead() and self.rng.random() < 0.7:
-                s.parse_ahead(chunks)
+                ahead = s.parse_ahead(chunks)  # the window after the parse
+                now_w = s.placement_window()
+                assert (ahead is None) == (now_w is None)
+                assert ahead is None or now_w is None or (
+                    ahead.obj is now_w.obj and len(ahead) == len(now_w)
+                    and bytes(ahead[:1]) == bytes(now_w[:1]))
             else:
                 s.receive_chunks(chunks, self.now)
         if s.has_parsed_ahead():

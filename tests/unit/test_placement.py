@@ -220,7 +220,9 @@ def _ipv4(src: bytes, dst: bytes, payload_len: int, *, proto: int = 6, ff: int =
 
 #: Ways a frame can differ from the deliverable one; each must take the ordinary path.
 MUTATIONS = ("mac", "ethertype", "vlan", "options", "fragment", "ip checksum", "padded",
-             "src broadcast", "src ours", "dst", "udp", "truncated")
+             "src broadcast", "src ours", "dst", "udp", "truncated",
+             # the TCP header's connection (Interface.receive_placed tests these too)
+             "src other", "src multicast", "sport", "dport")
 
 
 class IfaceTwins(PlacedTwins):
@@ -234,12 +236,15 @@ class IfaceTwins(PlacedTwins):
         self.mrng = random.Random(seed + 99)
         self.mutation_rate = 0.0
         self.mutated = 0
+        self.force: str | None = None  # the mutation of the next frame, if any
         super().__init__(seed, region, **kw)
         cfg = InterfaceConfig(mac=MAC, ip=ipaddress.IPv4Interface("10.0.0.1/24"), mtu=9000)
         self.ifaces = [Interface(cfg, tcp=ly) for ly in self.layers]
 
     def frame(self, seg: bytes) -> bytes:
         kind = self.mrng.choice(MUTATIONS) if self.mrng.random() < self.mutation_rate else None
+        if self.force is not None:
+            kind, self.force = self.force, None
         self.mutated += kind is not None
         mac, etype, src, dst, proto = MAC, b"\x08\x00", B_IP, A_IP, 6
         kw: dict[str, Any] = {}
@@ -266,6 +271,14 @@ class IfaceTwins(PlacedTwins):
             dst = bytes([10, 0, 0, 9])
         elif kind == "udp":
             proto = 17
+        elif kind == "src other":
+            src = bytes([10, 0, 0, 7])
+        elif kind == "src multicast":
+            src = bytes([224, 0, 0, 7])
+        elif kind in ("sport", "dport"):
+            at = 0 if kind == "sport" else 2
+            port = int.from_bytes(seg[at:at + 2], "big") ^ 1
+            seg = seg[:at] + port.to_bytes(2, "big") + seg[at + 2:]
         ip = _ipv4(src, dst, len(seg) + (8 if kind == "truncated" else 0), proto=proto, **kw)
         return mac + PEER_MAC + etype + ip + seg + tail
 
@@ -307,6 +320,23 @@ def test_interface_placed_path_matches_receive_frame(seed: int) -> None:
     tw.mutation_rate = 0.15
     random_stream(tw, rng, 300)
     assert tw.placed_segments > 0 and tw.mutated > 0
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+@pytest.mark.parametrize("kind", MUTATIONS)
+def test_interface_placed_path_refuses_each_mutation(kind: str, timestamps: bool) -> None:
+    """An in-order segment the placed path would take, changed in one field that
+    Interface.receive_placed tests, goes the ordinary way (with the same outcome); the
+    same segment unchanged is placed."""
+    tw = predicting(IfaceTwins(1, region=1 << 20, timestamps=timestamps))
+    tw.peer_ts += 1
+    tw.force = kind
+    tw.deliver(tw.segment(tw.peer_nxt, MSS, flags=ACK | PSH))
+    assert tw.mutated == 1 and tw.placed_segments == 0
+    tw.peer_nxt = tw.conns[1].rcv_nxt  # past it when it was acceptable ("options", "padded")
+    tw.peer_ts += 1
+    tw.deliver(tw.segment(tw.peer_nxt, MSS, flags=ACK | PSH))
+    assert tw.placed_segments == 1
 
 
 # --------------------------------------------------------------------- parser
