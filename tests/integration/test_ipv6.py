@@ -93,15 +93,25 @@ def test_ping6_from_the_namespace(make_topology: Callable[..., Topology]) -> Non
         # Our own ping to the kernel, answered.
         ip6 = stack.iface.ip6
         assert ip6 is not None
-        stack.iface.ping(ipaddress.IPv6Address("fd00::1"), 77, 1, b"x" * 100,
-                         stack.loop.time())
-        try:
-            stack.loop.run_until(lambda: any(r.ident == 77 for r in ip6.echo_replies), 5,
-                                 "an echo reply from the kernel")
-        except LoopTimeout:  # seen once in CI under load: keep what tells why
+        # One request a second, up to five, as ping(8) does: under load (seen in CI and
+        # beside a benchmark, 2 runs in 8) the kernel let one request go unanswered,
+        # with our ND exchange and counters all in order.
+        for seq in range(1, 6):
+            stack.iface.ping(ipaddress.IPv6Address("fd00::1"), 77, seq, b"x" * 100,
+                             stack.loop.time())
+            try:
+                stack.loop.run_until(lambda: any(r.ident == 77 for r in ip6.echo_replies),
+                                     1.0, "an echo reply from the kernel")
+                break
+            except LoopTimeout:
+                continue
+        else:
             c = stack.counters_dict()
-            pytest.fail(f"no echo reply in 5 s: ip6={c['ip6']} icmp6={c['icmp6']} "
-                        f"nd={c.get('nd')} link={c['link']}")
+            ns = topo.run(["sh", "-c", "ip -6 addr; ip -6 neigh; nstat -az | grep -Ei "
+                           "'icmp6|ip6(in|out)(discards|noroutes|addrerrors)'"],
+                          check=False).stdout
+            pytest.fail(f"no echo reply to 5 requests in 5 s: ip6={c['ip6']} icmp6={c['icmp6']} "
+                        f"nd={c.get('nd')} link={c['link']}\nnamespace:\n{ns}")
 
 
 def _sha(seed: int, n: int) -> str:
