@@ -687,7 +687,7 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
         "; ".join(what),
     ]
     if rounds > 1:
-        lines.append(f"{rounds} rounds (iSCSI: every row each round, in turn; TCP: ceiling "
+        lines.append(f"{rounds} rounds (iSCSI: every row each round, in turn; TCP: ceiling"
                      f", ours and PyTCP each round; kernel each round): MB/s and IOPS "
                      f"are medians, range = min-max MB/s; ratios of the medians; goal "
                      f"verdicts from the median of per-round ratios (shown with their "
