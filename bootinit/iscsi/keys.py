@@ -372,8 +372,12 @@ class OperationalConfig:
     immediate_data: bool = True
     #: 256 KiB. 1 MiB was tried: tgtd then answers a 1 MiB read with one Data-In and
     #: more of it is placed directly (netstack.tcp.placement), but in the multipath test
-    #: (path link down mid-read) tgtd then stopped answering logins in 1 run of 4
-    #: (tests/integration/test_multipath_tgtd.py); with 256 KiB it did not (7 of 7).
+    #: (path link down mid-read, tests/integration/test_multipath_tgtd.py) tgtd then
+    #: stopped answering logins on every path in about 1 run of 3. strace shows why:
+    #: its main thread spins on the dead path's socket, write() of the rest of a Data-In
+    #: segment -> EAGAIN, setsockopt(TCP_CORK), again, at 100% CPU, without going back
+    #: to its event loop, until the kernel gives the connection up. A large PDU makes a
+    #: full send buffer mid-segment likely; with 256 KiB it was not seen (7 of 7).
     max_recv_data_segment_length: int = 262144
     max_burst_length: int = 16776192
     first_burst_length: int = 262144
