@@ -396,9 +396,9 @@ class Interface:
 
         The hot path of a bulk read (~14 frames per MiB at MTU 65520): the tests of
         :meth:`_fused_source` and :meth:`TcpLayer.receive_placed` are made here with one
-        unpack of all three headers and no call besides the connection's
-        :meth:`~netstack.tcp.connection.TcpConnection.receive_predicted` (each Python
-        call level cost about as much as its tests). Kept equal to them by
+        unpack of all three headers; the TCP side is
+        :meth:`TcpLayer.receive_placed_fields`, which :meth:`TcpLayer.receive_placed`
+        shares, and the counting :meth:`_count_fused`. Kept equal to them by
         ``tests/unit/test_placement.py`` (``IfaceTwins``: every field tested here
         mutated must send the frame the ordinary way)."""
         tcp = self.tcp
@@ -418,28 +418,19 @@ class Interface:
             tsopt = ts_val = ts_ecr = 0
         else:
             return False
-        # _fused_source's tests (RFC 894; RFC 791 §3.1; RFC 1122 §3.2.1.3), then
-        # TcpLayer.receive_placed's (the segment is the placing connection's).
+        # _fused_source's tests (RFC 894; RFC 791 §3.1; RFC 1122 §3.2.1.3); the TCP
+        # layer's (the placing connection's segment, predicted) follow.
         if not (edst == self.mac and tag == _FUSED_TAG and proto == PROTO_TCP
                 and dst == self._fast_ip and total == frame_len - 14
                 and not ff & _FRAGMENT_BITS
                 and src[0] < 224 and src != self._fast_bcast and src != dst
-                and not int.from_bytes(hdr[14:_FUSED_HLEN], "big") % 0xFFFF
-                and dport == conn.local_port and sport == conn.remote_port
-                and src == conn.remote_ip):
+                and not int.from_bytes(hdr[14:_FUSED_HLEN], "big") % 0xFFFF):
             return False
-        tcp._now = now
-        if not conn.receive_predicted(seqno, ack, offflags, window, tsopt, ts_val, ts_ecr,
-                                      hdr[_FUSED_HLEN:], now, placed, tail):
+        if not tcp.receive_placed_fields(conn, src, sport, dport, seqno, ack, offflags,
+                                         window, tsopt, ts_val, ts_ecr, hdr[_FUSED_HLEN:],
+                                         now, placed, tail):
             return False
-        # _count_fused, then TcpLayer's segments_in
-        c = self._c_eth
-        c["frames_in"] += 1
-        c["bytes_in"] += frame_len
-        c = self._c_ip
-        c["in"] += 1
-        c["delivered"] += 1
-        tcp._c["segments_in"] += 1
+        self._count_fused(frame_len)
         return True
 
     def _deliver_other(self, proto: int, src: bytes, payload: memoryview, bcast: bool,

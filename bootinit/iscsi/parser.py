@@ -183,14 +183,19 @@ class PduParser:
         data of a Data-In placed in its task's buffer, the rest of that data (not its
         padding or digest); None anywhere else. Bytes a link writes there directly are
         then passed in as :class:`~netstack.tcp.placement.Placed` (see :meth:`feed`)."""
-        dest = self._dest
-        if dest is None or self._state != _S_DATA or self._held or self._broken:
+        room = self._placement_room()
+        if not room:
             return None
-        got = self._got
-        if got >= self._data_len:
-            return None
-        o = self._dest_off
-        return dest[o + got:o + self._data_len]
+        assert self._dest is not None
+        o = self._dest_off + self._got
+        return self._dest[o:o + room]
+
+    def _placement_room(self) -> int:
+        """How many bytes :meth:`placement_window` spans (0: no window), without making
+        the view."""
+        if self._dest is None or self._state != _S_DATA or self._held or self._broken:
+            return 0
+        return max(self._data_len - self._got, 0)
 
     def feed(self, chunk: BytesLike | Placed) -> list[ParsedItem]:
         """Consume ``chunk`` and return the PDUs (or data digest errors) it completed.
@@ -329,17 +334,15 @@ class PduParser:
         return pos + n
 
     def _take_placed(self, n: int, out: list[ParsedItem]) -> None:
-        # placement_window()'s tests, without making the view unless digests need it
-        # (several Placed chunks per Data-In on the receive hot path)
-        got = self._got
-        room = self._data_len - got
-        if (self._dest is None or self._state != _S_DATA or self._held or self._broken
-                or not 0 < n <= room):
-            window = self.placement_window()
+        # The window's size, not the window: no view made per Placed chunk unless the
+        # data digest needs one.
+        room = self._placement_room()
+        if not 0 < n <= room:
             raise self._fail(ProtocolError(
-                f"{n} placed bytes where the parser expects "
-                f"{'none' if window is None else len(window)}"))
+                f"{n} placed bytes where the parser expects {room or 'none'}"))
+        got = self._got
         if self.data_digest:
+            assert self._dest is not None
             o = self._dest_off + got
             self._crc = crc32c(self._dest[o:o + n], self._crc)
         got += n

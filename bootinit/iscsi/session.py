@@ -535,9 +535,7 @@ class Session:
         in the full feature phase (at login the parser pauses for digests); anything
         else is an error of the caller."""
         parser = self._parser
-        # can_parse_ahead() inline: once per placed Data-In (the receive hot path)
-        if parser is None or self.state is not SessionState.FULL_FEATURE or \
-                self._transport != _T_UP:
+        if parser is None or not self.can_parse_ahead():
             raise ProtocolError("parse_ahead outside the full feature phase")
         if self._ahead_error is None:  # else the parser stopped: reported by the next receive
             self._ahead_error = _parse(parser, chunks, self._ahead)

@@ -287,6 +287,17 @@ class TcpLayer:
             tsopt = ts_val = ts_ecr = 0
         else:
             return False
+        return self.receive_placed_fields(conn, src, sport, dport, seqno, ack, offflags,
+                                          window, tsopt, ts_val, ts_ecr, header, now,
+                                          placed, tail)
+
+    def receive_placed_fields(self, conn: TcpConnection, src: bytes, sport: int,
+                              dport: int, seqno: int, ack: int, offflags: int, window: int,
+                              tsopt: int, ts_val: int, ts_ecr: int, header: memoryview,
+                              now: float, placed: int, tail: memoryview) -> bool:
+        """:meth:`receive_placed` after its unpack, for a caller that read the TCP header
+        fields already (``Interface.receive_placed`` reads all three headers at once):
+        the segment must be ``conn``'s (the placing connection) and predicted."""
         if dport != conn.local_port or sport != conn.remote_port or src != conn.remote_ip:
             return False
         self._now = now
