@@ -176,6 +176,10 @@ class TcpConnection:
         self._place_buf: memoryview | None = None
         self._place_seq = 0
         self._placed_any = False
+        # the Placed marker last queued: the next placed payload, contiguous in the
+        # stream and in the consumer's window, extends it (one parser step per run of
+        # placed frames, not per frame)
+        self._last_placed: Placed | None = None
         self.placement_refill: Callable[[], None] | None = None
         # sorted, non-overlapping (seq, data); a block grows in place at its tail
         self._ooo: list[tuple[int, bytearray]] = []
@@ -329,6 +333,7 @@ class TcpConnection:
         self._place_buf = buf
         self._place_seq = self.consumer_seq()
         self._placed_any = True
+        self._last_placed = None
         self.layer.placing = self
 
     def consumer_seq(self) -> int:
@@ -722,11 +727,19 @@ class TcpConnection:
         # _receive_data's in-order case (kept as a view of an immutable frame that is
         # mostly payload, else copied)
         if tail is not None:
+            q = self._rcvq
             if placed:
-                self._rcvq.append(Placed(placed))
+                last = self._last_placed
+                if last is not None and q and q[-1] is last:
+                    # right after the previous placed payload, nothing between:
+                    # one marker for both
+                    last.n += placed
+                else:
+                    last = self._last_placed = Placed(placed)
+                    q.append(last)
                 c["bytes_placed"] += placed
             if len(tail):
-                self._rcvq.append(bytes(tail))
+                q.append(bytes(tail))
         else:
             payload = segment[hlen:]
             frame = payload.obj

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.utils import checksum as scapy_checksum
 
+import netstack.checksum as checksum_mod
 from netstack.checksum import (
     checksum_parts,
     fold,
@@ -23,6 +25,30 @@ from netstack.checksum import (
     transport_checksum_parts,
     verify,
 )
+
+
+@pytest.fixture(autouse=True, scope="module", params=["pure", "numpy", "numpy-all"])
+def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs on the pure big-integer path, on the default split (numpy from
+    ``_VECTOR_MIN`` bytes on) and with numpy at every size (its 0-3 byte tails too)."""
+    if request.param != "pure" and checksum_mod._np is None:
+        pytest.skip("numpy is not installed")
+    saved = checksum_mod._VECTOR_MIN
+    checksum_mod._VECTOR_MIN = {"pure": None, "numpy": 4096, "numpy-all": 0}[request.param]
+    try:
+        yield str(request.param)
+    finally:
+        checksum_mod._VECTOR_MIN = saved
+
+
+#: the module's own choice, read before any test changes it
+DEFAULT_VECTOR_MIN = checksum_mod._VECTOR_MIN
+
+
+def test_the_vector_path_is_the_default_for_large_buffers() -> None:
+    # numpy is a dependency of the package: a TCP segment of a large MTU takes its path
+    assert checksum_mod._np is not None
+    assert DEFAULT_VECTOR_MIN is not None and DEFAULT_VECTOR_MIN <= 8948
 
 
 def reference(data: bytes) -> int:
@@ -123,7 +149,7 @@ def test_ones_residue_every_direct_length() -> None:
 def test_parts_equal_concatenation() -> None:
     rng = random.Random(7)
     for _ in range(200):
-        parts = [rng.randbytes(rng.choice([0, 1, 2, 3, 5, 20, 2049, 3001]))
+        parts = [rng.randbytes(rng.choice([0, 1, 2, 3, 5, 20, 2049, 3001, 5001, 8192]))
                  for _ in range(rng.randrange(1, 5))]
         whole = b"".join(parts)
         assert checksum_parts(parts) == reference(whole)

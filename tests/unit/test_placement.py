@@ -44,7 +44,7 @@ from tests.unit.fake_target import FakeTarget, Harness, TargetSettings
 from tests.unit.tcp_sim import A_IP, B_IP
 from tests.unit.test_tcp_fastpath import MSS, Twins, counters, random_stream, snapshot
 
-_PLACEMENT_KEYS = ("_rcvq", "_place_buf", "_place_seq", "_placed_any",
+_PLACEMENT_KEYS = ("_rcvq", "_place_buf", "_place_seq", "_placed_any", "_last_placed",
                    "placement_refill")
 
 
@@ -157,7 +157,8 @@ def test_placed_receive_matches_full_path_on_random_streams(seed: int) -> None:
 
 def test_in_order_stream_is_placed_up_to_the_end_of_the_buffer() -> None:
     """In-order segments go to the buffer until it is full; the segment crossing its end
-    is split (placed head, queued tail); after it the ordinary path takes over."""
+    is split (placed head, queued tail); after it the ordinary path takes over. The
+    placed payloads, contiguous, make one ``Placed`` marker."""
     tw = predicting(PlacedTwins(3, region=5 * MSS + 100))
     for _ in range(8):
         tw.peer_ts += 1
@@ -165,11 +166,35 @@ def test_in_order_stream_is_placed_up_to_the_end_of_the_buffer() -> None:
         tw.peer_nxt = sq.add(tw.peer_nxt, MSS)
     conn = tw.conns[0]
     kinds = [type(x).__name__ for x in conn._rcvq]
-    assert kinds[:6] == ["Placed"] * 6 and "Placed" not in kinds[7:]
-    assert [len(x) for x in conn._rcvq][5:7] == [100, MSS - 100]
+    assert kinds[0] == "Placed" and "Placed" not in kinds[1:]
+    assert [len(x) for x in conn._rcvq][:2] == [5 * MSS + 100, MSS - 100]
+    assert len(kinds) == 4
     assert tw.placed_segments == 6
     assert conn.layer.counters.layer("tcp")["bytes_placed"] == 5 * MSS + 100
     assert conn.placement_target() is None
+
+
+def test_placed_marker_grows_only_while_it_waits_at_the_queue_end() -> None:
+    """Consecutive placed payloads extend the queued marker; a marker the consumer took
+    never changes after, and a fresh placement starts a new one."""
+    tw = predicting(PlacedTwins(5, region=1 << 20))
+    conn = tw.conns[0]
+
+    def one() -> None:
+        tw.peer_ts += 1
+        tw.deliver(tw.segment(tw.peer_nxt, MSS, flags=ACK | PSH))
+        tw.peer_nxt = sq.add(tw.peer_nxt, MSS)
+
+    one()
+    one()
+    taken = conn.recv_chunks()
+    tw.conns[1].recv_chunks()  # the twin's consumer takes the same
+    assert [(type(x), len(x)) for x in taken] == [(Placed, 2 * MSS)]
+    tw.rearm()
+    one()
+    assert [len(x) for x in taken] == [2 * MSS]  # the consumer's marker is untouched
+    assert [(type(x), len(x)) for x in conn._rcvq] == [(Placed, MSS)]
+    assert conn._rcvq[0] is not taken[0]
 
 
 def test_recv_refuses_a_queue_with_placed_bytes() -> None:
