@@ -34,6 +34,11 @@ from netstack.tcp.segment import (
 
 EPHEMERAL_LOW = 49152
 EPHEMERAL_HIGH = 65535
+#: How long a buried connection's RST waits for the path to come back (see
+#: ``TcpLayer.bury``): about as long as a Linux peer retransmits (tcp_retries2 = 15).
+TOMBSTONE_LIFE = 900.0
+#: At most this many buried connections are remembered (the oldest go first).
+TOMBSTONE_MAX = 64
 
 _Key = tuple[int, bytes, int]  # (local port, remote ip, remote port)
 
@@ -102,6 +107,9 @@ class TcpLayer:
         #: The connection whose consumer places received data (the latest to call
         #: ``set_placement``; :mod:`netstack.tcp.placement`), for the link's ``readv``.
         self.placing: TcpConnection | None = None
+        #: Connections that ended without the peer surely knowing (see :meth:`bury`):
+        #: 4-tuple key -> (our address, SND.NXT, until when the entry is kept).
+        self._tombstones: dict[tuple[int, bytes, int], tuple[bytes, int, float]] = {}
 
     # ----------------------------------------------------------------- API
     def connect(self, remote_ip: bytes, remote_port: int, now: float,
@@ -134,6 +142,7 @@ class TcpLayer:
         conn = TcpConnection(self, src, port, remote_ip, remote_port, iss, mss,
                              config or TcpConfig(), self.counters, now)
         self._conns[key] = conn
+        self._tombstones.pop(key, None)  # the 4-tuple lives again: never reset it
         conn.start_connect(now)
         return conn
 
@@ -191,6 +200,43 @@ class TcpLayer:
             del self._conns[key]
         if self.placing is conn:
             self.placing = None
+
+    def bury(self, conn: TcpConnection, now: float) -> None:
+        """Remember ``conn``, a synchronized connection that ends without the peer surely
+        knowing: aborted (its RST, RFC 9293 §3.10.5, may be lost on a path that is down)
+        or timed out (no RST at all). The peer may keep sending on it; it learns only when
+        a retransmission reaches us (RFC 9293 §3.10.7.1), after minutes of backoff, and a
+        target may serve nothing else meanwhile (tgtd spins on the dead socket: see
+        README). So when a handshake with the same peer completes later
+        (:meth:`path_confirmed`: the path works again) the RST goes out once more:
+        <SEQ=SND.NXT><CTL=RST>, accepted by an exact match of the peer's RCV.NXT (RFC 5961
+        §3.2); if data of ours was lost the peer answers with a challenge ACK, and that ACK
+        for a connection we no longer know is answered by the RST of RFC 9293 §3.10.7.1
+        with the peer's own number. Kept for :data:`TOMBSTONE_LIFE` seconds, at most
+        :data:`TOMBSTONE_MAX` (oldest dropped); counted as ``tombstones``."""
+        key = (conn.local_port, conn.remote_ip, conn.remote_port)
+        tombs = self._tombstones
+        tombs.pop(key, None)
+        tombs[key] = (conn.local_ip, conn.snd_nxt, now + TOMBSTONE_LIFE)
+        self._c["tombstones"] += 1
+        while len(tombs) > TOMBSTONE_MAX:
+            del tombs[next(iter(tombs))]
+
+    def path_confirmed(self, remote_ip: bytes, now: float) -> None:
+        """A handshake with ``remote_ip`` completed: send the RST of every buried
+        connection to that peer (see :meth:`bury`), counted as ``tombstone_resets``, and
+        forget them; drop expired entries."""
+        tombs = self._tombstones
+        if not tombs:
+            return
+        self._now = now
+        for key, (src, snd_nxt, until) in list(tombs.items()):
+            if until <= now:
+                del tombs[key]
+            elif key[1] == remote_ip and key not in self._conns:
+                del tombs[key]
+                self._c["tombstone_resets"] += 1
+                self.send_reset_for(src, remote_ip, key[0], key[2], snd_nxt, 0, RST)
 
     def send_reset_for(self, src: bytes, dst: bytes, sport: int, dport: int, seqno: int,
                        ack: int, flags: int) -> None:
@@ -257,6 +303,7 @@ class TcpLayer:
                                  self.mss if len(local) == 4 else self.mss6,
                                  lst.config, self.counters, now)
             self._conns[key] = conn
+            self._tombstones.pop(key, None)
             c["passive_opens"] += 1
             conn.start_passive(seg, now)
             return

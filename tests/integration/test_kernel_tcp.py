@@ -213,3 +213,44 @@ def test_capture_dissects_cleanly(make_topology: Callable[..., Topology],
                 assert scapy_all.IP(bytes(t))[scapy_all.TCP].chksum == want
             checked += 1
     assert checked > 50
+
+
+def pump(stack: NetStack, seconds: float) -> None:
+    """Run the loop for ``seconds``."""
+    end = stack.loop.time() + seconds
+    while (left := end - stack.loop.time()) > 0:
+        stack.loop.run_once(min(left, 0.05))
+
+
+def _peer_connections(topo: Topology, port: int) -> list[str]:
+    """The kernel's connections from ``port`` in the namespace, not the listener (``ss``)."""
+    out = topo.run(["ss", "-Htn", "state", "connected", f"( sport = :{port} )"]).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_a_connection_aborted_on_a_dead_path_is_reset_when_the_path_returns(
+        make_topology: Callable[..., Topology]) -> None:
+    """The kernel keeps sending on a connection we aborted while the link was down (our
+    RST was lost). Once the link is back and a new handshake with the peer completes,
+    our stack sends that RST again (``TcpLayer.bury``): the kernel drops the old
+    connection at once, not at its next retransmission (exponential backoff: after 8 s
+    down the next one is ~4 s away)."""
+    with peer_stack(make_topology) as (topo, stack):
+        assert topo.tap is not None
+        old = command(stack, topo, f"SOURCE {1 << 30} 3")
+        old.recv_exact(256 * 1024, 10)  # the kernel is sending
+        topo.run(["ip", "link", "set", "dev", topo.tap.name, "down"])
+        old.conn.abort(stack.loop.time())
+        assert old.conn.state is TcpState.CLOSED
+        assert stack.counters.get("tcp", "tombstones") == 1
+        pump(stack, 8.0)
+        assert len(_peer_connections(topo, PORT)) == 1  # still sending into the void
+        topo.run(["ip", "link", "set", "dev", topo.tap.name, "up"])
+        new = command(stack, topo, "SOURCE 1000 4")
+        new.wait_connected(10)
+        assert stack.counters.get("tcp", "tombstone_resets") == 1
+        pump(stack, 1.0)
+        conns = _peer_connections(topo, PORT)
+        assert len(conns) <= 1, conns  # only the new one (or none, once it finished)
+        sha, count = receive_all(new, 10)
+        assert count == 1000 and sha == expected_sha(4, 1000)
