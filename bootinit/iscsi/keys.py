@@ -378,6 +378,10 @@ class OperationalConfig:
     #: segment -> EAGAIN, setsockopt(TCP_CORK), again, at 100% CPU, without going back
     #: to its event loop, until the kernel gives the connection up. A large PDU makes a
     #: full send buffer mid-segment likely; with 256 KiB it was not seen (7 of 7).
+    #: Resending the RST of an abandoned connection when its path returns
+    #: (TcpLayer.bury) does not help here: the spin starts while the path is still
+    #: down, and no login anywhere succeeds before the kernel gives up (1 MiB again
+    #: with it: 2 of 8 runs failed so).
     max_recv_data_segment_length: int = 262144
     max_burst_length: int = 16776192
     first_burst_length: int = 262144
