@@ -114,6 +114,7 @@ _T_KEEPALIVE = 2
 _T_TIMEWAIT = 3  # TIME_WAIT and FIN_WAIT_2 limit
 _T_GIVEUP = 4  # connect timeout / user timeout
 _T_PTO = 5  # tail loss probe (RFC 8985 §7.2)
+_T_RACK = 6  # a resent segment's gate passes: resend it if still lost (RFC 8985 §6.3)
 
 _MASK = sq.MASK
 _HALF = sq.HALF
@@ -218,6 +219,11 @@ class TcpConnection:
         self._rtx_next = iss  # NewReno recovery without SACK: next byte to retransmit
         self._loss_state = False  # SACK recovery after an RTO: every unSACKed byte is lost
         self._rtx_at: dict[int, float] = {}  # SACK recovery: hole segment -> last resend
+        #: when an ACK last brought news (SND.UNA advanced or more bytes SACKed): the
+        #: evidence of delivery the recovery timer looks for (see _arm_rack)
+        self._progress_at = -1.0
+        #: recovery timer expiries without such evidence since the last news
+        self._rack_backoff = 0
         self._pipe_after = 0  # RFC 6675 pipe after the last hole pass
         self._retransmitted = False  # anything retransmitted since the last clean ACK
         self._last_activity = now
@@ -235,7 +241,7 @@ class TcpConnection:
         self._undo = (0, 0)  # (cwnd, ssthresh) before that RTO
         self._dsack: tuple[int, int] | None = None  # RFC 2883: duplicate to report once
 
-        self._timers: list[float | None] = [None, None, None, None, None, None]
+        self._timers: list[float | None] = [None, None, None, None, None, None, None]
         self._pseudo_base = pseudo_header_base(local_ip, remote_ip)
         self._hp = config.header_prediction
 
@@ -958,6 +964,9 @@ class TcpConnection:
             before = self._sacked_bytes()
             self._update_scoreboard(seg.opts.sack)
             new_sack = self._sacked_bytes() > before
+            if new_sack:
+                self._progress_at = now
+                self._rack_backoff = 0
 
         if acked > 0:
             self._ack_advanced(ack, acked, seg, now)
@@ -1005,6 +1014,8 @@ class TcpConnection:
 
     def _ack_advanced(self, ack: int, acked: int, seg: Segment, now: float) -> None:
         c = self._c
+        self._progress_at = now
+        self._rack_backoff = 0
         data_acked = min(acked, len(self._sndbuf))  # beyond the data: our FIN
         del self._sndbuf[:data_acked]
         self.snd_una = ack
@@ -1040,6 +1051,7 @@ class TcpConnection:
                 # Full ACK (RFC 6582 §3.2 step 3; RFC 6675 §5: recovery ends)
                 self._in_recovery = False
                 self._rtx_at.clear()
+                self._timers[_T_RACK] = None
                 if self._loss_state:
                     self._loss_state = False  # after an RTO: slow start goes on
                 else:
@@ -1413,7 +1425,7 @@ class TcpConnection:
             self.error = error
             self._c["errors_" + error.reason] += 1
         self.state = TcpState.CLOSED
-        self._timers = [None, None, None, None, None]
+        self._timers = [None, None, None, None, None, None, None]
         self._sndbuf.clear()
         self._ooo.clear()
         self._ooo_bytes = 0
@@ -1463,6 +1475,20 @@ class TcpConnection:
         ka = t[_T_KEEPALIVE]
         if ka is not None and now >= ka:
             self._on_keepalive(now)
+        rack = t[_T_RACK]
+        if rack is not None and now >= rack:
+            t[_T_RACK] = None
+            # RACK's rule (RFC 8985 §6.2) wants evidence: a segment sent later was
+            # delivered. Without any (no ACK brought news since those resends: the
+            # resends or all ACKs were lost, or the path is dead) the resend still goes,
+            # but the next such timer waits twice as long, and it is never armed past the
+            # RTO: a dead path sees a few resends per RTO period, then the RTO's backoff.
+            if self._in_recovery and self.sack_ok:
+                self._c["rack_timeouts"] += 1
+                progress = self._progress_at
+                if not any(ts < progress for ts in self._rtx_at.values()):
+                    self._rack_backoff += 1  # no news since: wait twice as long next
+                self._want_output()  # _retransmit_holes resends what the gate let go
 
     def _rtt_sample(self, r: float) -> None:
         """RFC 6298 §2 estimator."""
@@ -1519,6 +1545,7 @@ class TcpConnection:
         self._retransmitted = True
         self._rtt_seq = None
         self._rtx_at.clear()
+        self._timers[_T_RACK] = None
         if self.sack_ok:
             # RFC 6675 §5.1: keep the scoreboard and resend only what is not SACKed; a
             # second RTO in a row may mean the receiver reneged (RFC 2018 §8): forget it.
@@ -1679,6 +1706,7 @@ class TcpConnection:
                 if t_sent is None or t_sent <= gate:
                     if budget <= 0 and (sent or pipe > 0):
                         self._pipe_after = pipe
+                        self._arm_rack(gate)
                         return sent
                     off = sq.diff(seg, una)
                     chunk = memoryview(self._sndbuf)[off:off + n]
@@ -1698,7 +1726,25 @@ class TcpConnection:
                     pipe += n
                 seg = sq.add(seg, n)
         self._pipe_after = pipe
+        self._arm_rack(gate)
         return sent
+
+    def _arm_rack(self, gate: float) -> None:
+        """After a pass of SACK recovery: wake when the earliest resent segment still
+        inside its gate (sent after ``gate``, see :meth:`_rtx_gate`) leaves it, so that a
+        lost retransmission is resent then even if no ACK comes to trigger output (RACK's
+        reordering timer, RFC 8985 §6.3), backed off while no ACK brings news (see
+        :meth:`on_deadline`). Without it each lost retransmission waited for the RTO,
+        which backs off too and restarts from one segment: at 20% loss a 16 MiB send to
+        Linux took 27 s."""
+        pending = [t for t in self._rtx_at.values() if t > gate]
+        t = self._timers
+        if not pending:
+            t[_T_RACK] = None
+            return
+        at = min(pending) + self._rtx_gate() * (1 << min(self._rack_backoff, 16))
+        rto = t[_T_RTX]
+        t[_T_RACK] = at if rto is None or at < rto else None
 
     def _tso_bytes(self) -> int:
         """Payload of the largest TSO super-segment: whole MSS-sized pieces that, with the

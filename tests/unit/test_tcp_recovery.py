@@ -232,3 +232,67 @@ def test_each_out_of_order_segment_of_a_batch_gets_its_own_duplicate_ack() -> No
     assert [a.opts.sack for a in acks] == [
         [(sq.add(first, 1448), sq.add(first, k * 1448))] for k in range(2, 7)]
     assert _count(cb, "dupacks_out") - dup_before == 4  # the fifth is the batch's own
+
+
+def test_a_lost_retransmission_is_resent_by_the_recovery_timer_not_the_rto() -> None:
+    """The first segment of a flight is lost, and so is its fast retransmission; the rest
+    of the flight was delivered and SACKed, so no further ACK comes. The recovery timer
+    (RACK's reordering timer, RFC 8985 §6.3) resends it once its gate has passed, well
+    before the RTO."""
+    sim, ca, cb = pair()
+    _warm(sim, ca, cb)
+    data = random.Random(4).randbytes(8 * 1448)
+    first = ca.snd_nxt
+    drops = [0]
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src == A_IP and p.payload and p.seq == first and drops[0] < 2:
+            drops[0] += 1  # the original and the first retransmission
+            return None
+        return seg
+
+    sim.tap = tap
+    start = sim.now
+    ca.send(data)
+    sim.run_until(lambda: cb.available() == len(data) and ca.snd_una == ca.snd_nxt, limit=5)
+    assert drops[0] == 2
+    assert _count(ca, "fast_retransmits") == 1
+    assert _count(ca, "rack_timeouts") >= 1
+    assert _count(ca, "rto_expired") == 0
+    assert sim.now - start < ca.config.min_rto / 2  # an RTO could not have fired yet
+    assert cb.recv() == data
+
+
+def test_a_dead_path_in_recovery_is_not_flooded_by_the_recovery_timer() -> None:
+    """The path dies after loss recovery started: without ACKs the recovery timer backs
+    off (it is never armed past the RTO), so per RTO period only a few segments go out,
+    and the RTO's own backoff governs."""
+    sim, ca, cb = pair(cfg_a=TcpConfig(user_timeout=30.0))
+    _warm(sim, ca, cb)
+    data = random.Random(5).randbytes(16 * 1448)
+    first = ca.snd_nxt
+    dead = [False]
+    sent_dead = [0]
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if dead[0]:
+            sent_dead[0] += src == A_IP
+            return None
+        if src == A_IP and p.payload and p.seq == first:
+            return None  # the hole that starts recovery
+        if src == B_IP and ca._in_recovery:
+            dead[0] = True  # ... and the path dies with this ACK
+        return seg
+
+    sim.tap = tap
+    ca.send(data)
+    sim.run_until(lambda: ca.error is not None, limit=60)
+    assert dead[0] and ca.error is not None and ca.error.reason == "timeout"
+    rtos = _count(ca, "rto_expired")
+    assert rtos >= 3
+    # each RTO resends what is not SACKed (a few segments at one-segment cwnd); the
+    # recovery timer adds at most a handful of resends in all, not one per gate
+    assert _count(ca, "rack_timeouts") <= 2 * rtos
+    assert sent_dead[0] <= 4 * rtos + 8, (sent_dead[0], rtos)
