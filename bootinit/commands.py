@@ -23,12 +23,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from bootinit.blockdev import BlockDevice
 from bootinit.initiator import Initiator, IscsiSession
 from bootinit.iscsi.chap import ChapCredentials, Secret
+from bootinit.iscsi.errors import NegotiationError
+from bootinit.iscsi.keys import USER_KEYS, OperationalConfig, with_params
 from bootinit.multipath import MultipathDevice, close_device
 from bootinit.scsi.inquiry import PeripheralType
 from firmware_tables import UriError
@@ -71,6 +73,11 @@ def net_options() -> argparse.ArgumentParser:
                    help=f"mutual CHAP: the target's user (or ${ENV_TARGET_USER})")
     g.add_argument("--target-secret", metavar="SECRET",
                    help=f"mutual CHAP: the target's secret (prefer ${ENV_TARGET_SECRET})")
+    g.add_argument("--iscsi-param", metavar="KEY=VALUE", action="append",
+                   help="an operational key offered at login, as iscsiadm's node settings "
+                        "(repeatable): " + ", ".join(USER_KEYS) + "; e.g. "
+                        "MaxRecvDataSegmentLength=1048576 for a target without tgtd's "
+                        "large-PDU stall (README)")
     g.add_argument("--queue-depth", metavar="N", type=int, help="commands in flight (32)")
     g.add_argument("--timeout", metavar="S", type=float, help="per-command timeout (30)")
     g.add_argument("--stats", action="store_true", help="print counters of every layer")
@@ -85,7 +92,8 @@ _DEFAULTS: dict[str, Any] = {
     "netns": None, "bridge": None, "peer_ip": None, "ip": None, "gateway": None, "mac": None,
     "mtu": None, "fault": None, "pcap": None, "tap": None, "initiator_name": None,
     "digest": "none", "user": None, "secret": None, "target_user": None,
-    "target_secret": None, "queue_depth": None, "timeout": None, "stats": False,
+    "target_secret": None, "iscsi_param": None, "queue_depth": None, "timeout": None,
+    "stats": False,
     "dhcp": False, "vlan": None, "passt": None, "qemu_stream": None, "dhcp_timeout": None,
     "ip6": None, "slaac": False, "gateway6": None, "no_dad": False, "ip6_iid": None,
 }
@@ -104,6 +112,10 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        try:
+            self.operational = with_params(OperationalConfig(), args.iscsi_param or ())
+        except NegotiationError as e:
+            raise CliError(f"--iscsi-param: {e}") from None
         if args.ip is None and not args.dhcp and not args.ip6 and not args.slaac:
             raise CliError("no address for bootinit's stack: give --ip ADDR/PREFIX or --dhcp "
                            "(IPv6: --ip6 ADDR/PREFIX or --slaac)")
@@ -197,7 +209,8 @@ class Context:
     def login(self, spec: TargetSpec) -> IscsiSession:
         return self.initiator.login(spec, chap=chap_for(self.args, spec),
                                     digests=_digests(self.args),
-                                    queue_depth=self.args.queue_depth)
+                                    queue_depth=self.args.queue_depth,
+                                    operational=self.operational)
 
     def stats(self, sessions: list[IscsiSession]) -> None:
         if not self.args.stats:
@@ -205,6 +218,10 @@ class Context:
         out: dict[str, Any] = {"stack": self.stack.counters_dict()}
         for i, s in enumerate(sessions):
             out[f"session{i}"] = s.counters()
+            p = s.session.params
+            if p is not None:  # what login settled (iscsiadm -m session -P 2)
+                out[f"session{i}"]["params"] = {
+                    k: v for k, v in asdict(p).items() if isinstance(v, int)}
         if self.args.json:
             print(json.dumps({"stats": out}, indent=2), file=sys.stderr)
         else:
@@ -509,6 +526,11 @@ def _dev_stats(ctx: Context, dev: BlockDevice | MultipathDevice) -> None:
     if not ctx.args.stats:
         return
     out = {"stack": ctx.stack.counters_dict(), "device": device_counters(dev)}
+    if isinstance(dev, BlockDevice) and isinstance(dev.session, IscsiSession):
+        p = dev.session.session.params
+        if p is not None:  # what login settled (iscsiadm -m session -P 2)
+            out["device"]["params"] = {k: v for k, v in asdict(p).items()
+                                       if isinstance(v, int)}
     if ctx.args.json:
         print(json.dumps({"stats": out}, indent=2), file=sys.stderr)
         return

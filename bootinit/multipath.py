@@ -739,7 +739,7 @@ def open_device(ctx: Context, specs: Sequence[TargetSpec | str], policy: str | N
     args = ctx.args
     digests = _digests(args)
     offer = ("CRC32C",) if digests is True else ("CRC32C", "None") if digests else ("None",)
-    op = replace(OperationalConfig(), header_digest=offer, data_digest=offer)
+    op = replace(ctx.operational, header_digest=offer, data_digest=offer)  # --iscsi-param
     if len(targets) == 1 and policy is None:
         if connections <= 1:
             return ctx.login(targets[0]).block_device()

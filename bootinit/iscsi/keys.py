@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 from bootinit.iscsi.errors import KeyFormatError, NegotiationError
 from netstack.link.base import BytesLike
@@ -717,9 +718,61 @@ class Negotiator:
         )
 
 
+#: The operational keys a user may set (``with_params``; the CLI's ``--iscsi-param``):
+#: the throughput and timing ones. Digests have their own option; MaxConnections,
+#: MaxOutstandingR2T, the in-order keys and ErrorRecoveryLevel stay what the session
+#: implements.
+USER_KEYS = ("InitialR2T", "ImmediateData", "MaxRecvDataSegmentLength", "MaxBurstLength",
+             "FirstBurstLength", "DefaultTime2Wait", "DefaultTime2Retain")
+
+
+def with_params(base: OperationalConfig, params: Iterable[str]) -> OperationalConfig:
+    """``base`` with ``KEY=VALUE`` settings applied, as iscsiadm's node parameters are:
+    ``MaxRecvDataSegmentLength=1048576``, ``ImmediateData=No`` (RFC 7143 §6.1 value
+    forms: decimal or 0x hex numbers, Yes/No). Only :data:`USER_KEYS`; a bad key, value
+    or combination raises :class:`NegotiationError` naming it."""
+    changes: dict[str, Any] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise NegotiationError(item, "", "expected KEY=VALUE")
+        if key not in USER_KEYS:
+            raise NegotiationError(key, value, "not a key that can be set here (one of "
+                                   + ", ".join(USER_KEYS) + ")")
+        spec = KEYS[key]
+        changes[_ATTR[key]] = (parse_bool(key, value) if spec.type is KeyType.BOOLEAN
+                               else parse_number(key, value))
+    if not changes:
+        return base
+    return replace(base, **changes)  # __post_init__ checks ranges and FirstBurst <= MaxBurst
+
+
 __all__ = [
-    "IRRELEVANT", "KEYS", "MAX_KEY_NAME", "MAX_LONG_VALUE", "MAX_VALUE", "NOT_UNDERSTOOD",
-    "REJECT", "SECURITY_KEYS", "KeySpec", "KeyType", "NegotiatedParams", "Negotiator",
-    "OperationalConfig", "Pairs", "Phase", "Rule", "Scope", "Sender", "TextAssembler",
-    "decode_text", "encode_text", "parse_bool", "parse_number", "split_text",
+    "IRRELEVANT",
+    "KEYS",
+    "MAX_KEY_NAME",
+    "MAX_LONG_VALUE",
+    "MAX_VALUE",
+    "NOT_UNDERSTOOD",
+    "REJECT",
+    "SECURITY_KEYS",
+    "USER_KEYS",
+    "KeySpec",
+    "KeyType",
+    "NegotiatedParams",
+    "Negotiator",
+    "OperationalConfig",
+    "Pairs",
+    "Phase",
+    "Rule",
+    "Scope",
+    "Sender",
+    "TextAssembler",
+    "decode_text",
+    "encode_text",
+    "parse_bool",
+    "parse_number",
+    "split_text",
+    "with_params",
 ]

@@ -115,3 +115,33 @@ def test_chap_from_environment_stays_out_of_argv(tmp_path: Path) -> None:
         assert b"wrong-secret" not in cp.stderr
         cp = run(lab, "readcap", f"iscsi://alice%{secret}@10.79.1.1/{IQN}/1")
         assert cp.returncode == 0, cp.stderr
+
+
+def test_iscsi_params_are_offered_and_shown(lab: Lab, tmp_path: Path) -> None:
+    """``--iscsi-param`` sets what we offer at login (iscsiadm's node settings); the
+    result is in ``--stats`` and data flows in 8 KiB Data-In PDUs."""
+    data = os.urandom(1 << 20)
+    src = tmp_path / "p.bin"
+    src.write_bytes(data)
+    small = ["--iscsi-param", "MaxRecvDataSegmentLength=8192",
+             "--iscsi-param", "ImmediateData=No", "--iscsi-param", "FirstBurstLength=0x4000"]
+    cp = run(lab, "write", url(lab), "--lba", "2048", "-i", str(src), *small)
+    assert cp.returncode == 0, cp.stderr
+    cp = run(lab, "read", url(lab), "--lba", "2048", "--count", str(len(data) // 512),
+             *small, "--stats", "--json")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == data
+    stats = json.loads(cp.stderr)["stats"]["device"]
+    params = stats["params"]
+    assert params["max_recv_data_segment_length"] == 8192
+    assert params["immediate_data"] is False and params["first_burst_length"] == 0x4000
+    assert stats["pdus_in"]["data_in"] >= len(data) // 8192  # one Data-In per 8 KiB
+    cp = run(lab, "read", url(lab), "--lba", "2048", "--count", "8", "--stats", "--json")
+    assert json.loads(cp.stderr)["stats"]["device"]["params"][
+        "max_recv_data_segment_length"] == 262144  # the default
+    cp = run(lab, "readcap", url(lab), "--iscsi-param", "MaxConnections=2")
+    assert cp.returncode == 2 and b"Traceback" not in cp.stderr
+    assert cp.stderr.decode().strip().splitlines() == [
+        "bootinit readcap: --iscsi-param: negotiation of MaxConnections='2': not a key that can "
+        "be set here (one of InitialR2T, ImmediateData, MaxRecvDataSegmentLength, "
+        "MaxBurstLength, FirstBurstLength, DefaultTime2Wait, DefaultTime2Retain)"]

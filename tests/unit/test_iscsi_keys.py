@@ -18,6 +18,7 @@ from bootinit.iscsi.keys import (
     encode_text,
     parse_number,
     split_text,
+    with_params,
 )
 
 
@@ -277,3 +278,31 @@ def test_target_addresses_collected() -> None:
     n = _neg()
     n.receive([("TargetAddress", "10.0.0.1:3260,1"), ("TargetAddress", "[fe80::1]:3260,1")])
     assert n.result().target_addresses == ("10.0.0.1:3260,1", "[fe80::1]:3260,1")
+
+
+def test_user_params_set_the_offer() -> None:
+    """``with_params`` (the CLI's ``--iscsi-param``): RFC 7143 §6.1 value forms, only the
+    settable keys, ranges and FirstBurstLength <= MaxBurstLength checked, each error
+    naming the key and value."""
+    base = OperationalConfig()
+    op = with_params(base, ["MaxRecvDataSegmentLength=0x100000", " ImmediateData = No",
+                            "InitialR2T=Yes", "MaxBurstLength=1048576",
+                            "FirstBurstLength=65536", "DefaultTime2Wait=0"])
+    assert (op.max_recv_data_segment_length, op.immediate_data, op.initial_r2t,
+            op.max_burst_length, op.first_burst_length, op.default_time2wait) == \
+        (1 << 20, False, True, 1 << 20, 65536, 0)
+    assert op.value("MaxRecvDataSegmentLength") == "1048576"
+    assert op.value("ImmediateData") == "No"
+    assert with_params(base, []) is base
+    for bad, key, why in (
+            (["MaxConnections=2"], "MaxConnections", "not a key that can be set"),
+            (["HeaderDigest=CRC32C"], "HeaderDigest", "not a key that can be set"),
+            (["MaxRecvDataSegmentLength=big"], "MaxRecvDataSegmentLength", "not a number"),
+            (["MaxRecvDataSegmentLength=100"], "MaxRecvDataSegmentLength", "outside"),
+            (["ImmediateData=yes"], "ImmediateData", "not Yes or No"),
+            (["FirstBurstLength=1048576", "MaxBurstLength=65536"], "FirstBurstLength",
+             "exceeds MaxBurstLength"),
+            (["MaxBurstLength"], "MaxBurstLength", "expected KEY=VALUE")):
+        with pytest.raises(NegotiationError) as ei:
+            with_params(base, bad)
+        assert ei.value.key == key and why in str(ei.value), (bad, str(ei.value))
