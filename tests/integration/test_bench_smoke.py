@@ -6,6 +6,7 @@ a speed, which depends on whatever else runs on the machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -277,7 +278,7 @@ def test_run_all_reports_missing_pytcp(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = run_all._pytcp_rows(pytcp_peer.measure(topo, 5001, 1 << 20))
     assert [(r.test, r.check) for r in rows] == [("tcp-recv", "n/a"), ("tcp-send", "n/a")]
     assert all("pmd-pytcp not installed" in r.note for r in rows)
-    info = {"settings": run_all.dataclasses.asdict(run_all.Settings(parts=["tcp"])),
+    info = {"settings": dataclasses.asdict(run_all.Settings(parts=["tcp"])),
             "date": "now", "cpus": 2, "load_start": 0.0, "python": "3", "kernel": "6"}
     text = run_all.table(rows, run_all.goal_summary(rows), info)
     assert text.count("pmd-pytcp not installed (pip install '.[bench]')") == 2, text

@@ -181,11 +181,14 @@ class FakeDevice:
         del self.pending[:len(todo)]
         for kind, a, b, cb, err in todo:
             if kind == "r" and err is None:
-                memoryview(a).cast("B")[:len(b)] = b  # type: ignore[arg-type]
+                assert isinstance(a, (bytearray, memoryview)) and isinstance(b, bytes)
+                memoryview(a).cast("B")[:len(b)] = b
             elif kind == "w":
-                self.disk[a * 512:a * 512 + len(b)] = b  # type: ignore[operator]
+                assert isinstance(a, int) and isinstance(b, bytes)
+                self.disk[a * 512:a * 512 + len(b)] = b
             if cb is not None:
-                cb(argparse.Namespace(error=err))  # type: ignore[operator]
+                assert callable(cb)
+                cb(argparse.Namespace(error=err))
 
 
 def ra_read(ra: ReadAhead, dev: FakeDevice, lba: int, count: int) -> bytes:
@@ -462,7 +465,7 @@ def test_linux_boots_from_dhcp(linux: LinuxImage, scratch: Path, tmp_path: Path)
     assert nic.dhcp and nic.dhcp_server == IPv4Address("10.88.0.1")
     assert nic.gateway == IPv4Address("10.88.0.1")
     assert nic.dns == (IPv4Address("10.88.0.53"),)
-    assert nic.address is not None and \
+    assert nic.address is not None and isinstance(nic.address.ip, IPv4Address) and \
         IPv4Address("10.88.0.100") <= nic.address.ip <= IPv4Address("10.88.0.150")
     assert [(t.host, t.name, t.lun) for t in cfg.targets] == [("10.88.0.1", IQN, 1)]
     seen = serial_ibft(out)

@@ -131,11 +131,11 @@ def test_other_commands_take_the_target_from_dhcp(dhcp_lab: DhcpLab, tmp_path: P
     (tmp_path / "in").write_bytes(data)
     cp = bootinit(dhcp_lab, "write", "--dhcp", "--lba", "7", "-i", str(tmp_path / "in"))
     assert cp.returncode == 0, cp.stderr
-    cp = subprocess.run([sys.executable, "-m", "bootinit", "read", "--dhcp", "--lba", "7",
-                         "--count", "8", "--netns", dhcp_lab.topo.netns, "--bridge", "br0"],
-                        capture_output=True, timeout=120)
-    assert cp.returncode == 0, cp.stderr
-    assert cp.stdout == data
+    raw = subprocess.run([sys.executable, "-m", "bootinit", "read", "--dhcp", "--lba", "7",
+                          "--count", "8", "--netns", dhcp_lab.topo.netns, "--bridge", "br0"],
+                         capture_output=True, timeout=120)  # binary stdout: the blocks read
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == data
     # discover against the root path's portal
     cp = bootinit(dhcp_lab, "discover", "--dhcp")
     assert cp.returncode == 0, cp.stderr

@@ -75,6 +75,7 @@ def test_ping6_from_the_namespace(make_topology: Callable[..., Topology]) -> Non
     with v6_stack(topo, static()) as stack:
         assert str(stack.wait_ipv6(10)) == "fd00::2"
         dev = topo.peer_dev
+        assert dev is not None
         for target, size in (("fd00::2", 56), (f"{our_ll(topo)}%{dev}", 56),
                              ("fd00::2", 4000)):
             cp = in_thread(stack, lambda t=target, s=size: topo.run(  # type: ignore[misc]

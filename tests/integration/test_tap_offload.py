@@ -12,7 +12,8 @@ from netstack.harness import Topology
 from netstack.link.tap import TapLink
 from netstack.loop import Loop
 from netstack.stack import NetStack, StackConfig
-from tests.integration.test_kernel_tcp import PEER, PORT, expected_sha, receive_all, send_stream
+from tests.integration.tcp_peer import receive_all
+from tests.integration.test_kernel_tcp import PEER, PORT, expected_sha, send_stream
 
 MiB = 1 << 20
 

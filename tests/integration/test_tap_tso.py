@@ -30,6 +30,7 @@ from netstack.addrconf import Ipv6Config
 from netstack.harness import Topology, listening_ports
 from netstack.link import LinkError, PcapLink, TapLink
 from netstack.link import tap as tap_mod
+from netstack.link.gso import VNET_HLEN
 from netstack.linkopts import LinkOptions, open_link
 from netstack.loop import Loop
 from netstack.stack import NetStack, StackConfig
@@ -233,7 +234,7 @@ def test_tso_refused_by_the_kernel_falls_back_to_plain_segments(
             raise OSError(errno.EINVAL, "TSO refused (injected)")
         return real_ioctl(fd, request, arg, *rest)
 
-    monkeypatch.setattr(tap_mod.fcntl, "ioctl", ioctl)
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)  # the module TapLink calls
     env = offload_stack(make_topology, 1500)
     try:
         assert env.link.offload and env.link.gso_max_size == 0
@@ -260,7 +261,7 @@ def test_offloads_refused_entirely_give_a_plain_tap(
             raise OSError(errno.EINVAL, "offloads refused (injected)")
         return real_ioctl(fd, request, arg, *rest)
 
-    monkeypatch.setattr(tap_mod.fcntl, "ioctl", ioctl)
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)  # the module TapLink calls
     topo = make_topology(mtu=1500, open_tap=False, bridge=True)
     with pytest.raises(LinkError, match="offloads"):
         open_link(topo.link_options(offload="on"))
@@ -294,7 +295,7 @@ def test_a_refused_super_frame_is_segmented_and_tso_turned_off(
 
     def writev(fd: int, buffers: Any) -> int:
         hdr = buffers[0]
-        if len(hdr) == tap_mod.VNET_HLEN and hdr[1] and not refused:
+        if len(hdr) == VNET_HLEN and hdr[1] and not refused:
             refused.append(len(buffers[1]))
             raise OSError(errno.EINVAL, "GSO refused (injected)")
         return real_writev(fd, buffers)

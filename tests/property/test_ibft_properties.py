@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_interface
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -49,9 +50,11 @@ FAST = settings(max_examples=150, deadline=None,
 # -- strategies ---------------------------------------------------------------------------
 
 ipv4 = st.ip_addresses(v=4).filter(lambda a: int(a) != 0)
-ipv6 = st.ip_addresses(v=6).filter(lambda a: int(a) != 0 and a.ipv4_mapped is None)
+# v=6 draws only IPv6Address; ip_addresses() is typed for both versions
+ipv6 = cast("st.SearchStrategy[IPv6Address]", st.ip_addresses(v=6)).filter(
+    lambda a: int(a) != 0 and a.ipv4_mapped is None)
 any_ip = st.one_of(ipv4, ipv6)
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"),
                max_size=24)
 nonempty = text.filter(bool)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -90,7 +91,7 @@ def read(h: Harness, lba: int, g: Guarded) -> Task:
                             now=h.now)
 
 
-def setup(target: FakeTarget | None = None, **kw: object) -> tuple[FakeTarget, Harness]:
+def setup(target: FakeTarget | None = None, **kw: Any) -> tuple[FakeTarget, Harness]:
     t = target or FakeTarget()
     t.luns[0].write(0, pattern(64 * BS))
     h = Harness(t, **kw)
@@ -225,16 +226,16 @@ def test_sequence_numbers_jumping_do_not_hang_or_break_the_window(kind: str) -> 
             return
         p = pdu
         if kind == "statsn_back" and hasattr(p, "statsn"):
-            p.statsn = (p.statsn - 1000) & 0xFFFFFFFF  # type: ignore[attr-defined]
+            p.statsn = (p.statsn - 1000) & 0xFFFFFFFF
         elif kind == "statsn_far" and hasattr(p, "statsn"):
-            p.statsn = (p.statsn + 0x7FFF0000) & 0xFFFFFFFF  # type: ignore[attr-defined]
+            p.statsn = (p.statsn + 0x7FFF0000) & 0xFFFFFFFF
         elif kind == "maxcmdsn_back":
             p.max_cmdsn = (t.exp_cmdsn - 50) & 0xFFFFFFFF  # type: ignore[attr-defined]
         elif kind == "expcmdsn_far":
-            p.exp_cmdsn = (t.exp_cmdsn + 0x10000) & 0xFFFFFFFF  # type: ignore[attr-defined]
+            p.exp_cmdsn = (t.exp_cmdsn + 0x10000) & 0xFFFFFFFF
             p.max_cmdsn = (t.exp_cmdsn + 0x10010) & 0xFFFFFFFF  # type: ignore[attr-defined]
         elif kind == "window_inverted":
-            p.exp_cmdsn = (t.exp_cmdsn + 100) & 0xFFFFFFFF  # type: ignore[attr-defined]
+            p.exp_cmdsn = (t.exp_cmdsn + 100) & 0xFFFFFFFF
             p.max_cmdsn = t.exp_cmdsn  # type: ignore[attr-defined]
         # re-encode the PDU as lied about
         del t.out[-len(encode_bytes(pdu, header_digest=t.hd, data_digest=t.dd)):]
@@ -377,7 +378,7 @@ def _resp(t: FakeTarget, req: LoginRequest, pairs: list[tuple[str, str]], *,
                          data=encode_text(pairs) if data is None else data)
 
 
-def _login_session(t: FakeTarget, **kw: object) -> Harness:
+def _login_session(t: FakeTarget, **kw: Any) -> Harness:
     kw.setdefault("recovery", RecoveryPolicy(deadline=30.0, initial_deadline=20.0))
     h = Harness(t, **kw)
     h.run_until(lambda: h.session.ready or h.session.finished, 300)

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 
 from netstack.tcp.layer import TcpLayer
-from netstack.tcp.segment import TsoSegment, split
+from netstack.tcp.segment import SegmentRun, TsoSegment, split
 
 A_IP = bytes([10, 0, 0, 1])
 B_IP = bytes([10, 0, 0, 2])
@@ -42,6 +42,8 @@ class SimNet:
                 if isinstance(out, TsoSegment):
                     self.super_segments.append((src, dst, out))
                     wire += [(dst, s) for s in split(out.data, src, dst, out.gso_size)]
+                elif isinstance(out, SegmentRun):  # only with tx_runs, which the sim leaves off
+                    wire += [(dst, s) for s in out.segments()]
                 else:
                     wire.append((dst, out))
             for dst, seg in wire:
@@ -79,9 +81,9 @@ class SimNet:
         # deliver every frame due now as one batch per layer
         while self.queue and self.queue[0][0] <= self.now:
             _, _, src, dst, seg = heapq.heappop(self.queue)
-            ly = self.layers.get(dst)
-            if ly is not None:
-                ly.receive(src, dst, memoryview(seg), self.now)
+            receiver = self.layers.get(dst)
+            if receiver is not None:
+                receiver.receive(src, dst, memoryview(seg), self.now)
         for ly in self.layers.values():
             d = ly.next_deadline()
             if d is not None and d <= self.now:

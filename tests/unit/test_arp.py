@@ -7,6 +7,7 @@ from scapy.layers.l2 import ARP, Ether
 from netstack.arp import ARP_LEN, OP_REPLY, OP_REQUEST, ArpConfig, ArpLayer, build_arp
 from netstack.counters import Counters
 from netstack.ethernet import BROADCAST, ETHERTYPE_IPV4, EthernetLayer
+from netstack.link.base import OutFrame
 
 OUR_MAC = bytes.fromhex("020000000002")
 OUR_IP = bytes([10, 0, 0, 2])
@@ -20,12 +21,13 @@ class Rig:
     def __init__(self, config: ArpConfig | None = None,
                  static: dict[bytes, bytes] | None = None) -> None:
         self.c = Counters()
-        self.out: list[bytes] = []
+        self.out: list[OutFrame] = []
         self.eth = EthernetLayer(OUR_MAC, self.c.layer("eth"))
         self.arp = ArpLayer(self.eth, OUR_IP, self.c.layer("arp"), self.out, config, static)
 
     def take(self) -> list[bytes]:
-        frames = self.out[:]
+        frames = [f for f in self.out if isinstance(f, bytes)]
+        assert len(frames) == len(self.out)  # ARP makes plain frames, never a GsoFrame
         self.out.clear()
         return frames
 

@@ -165,8 +165,8 @@ def test_tcp_pytcp_once_kernel_and_tap_per_round() -> None:
         return mb("tcp", "tcp-recv", who, mtu, off, v, check="-" if who == "tap-raw" else "ok")
 
     rounds = [[tcp("pytcp", "off", 5.0)], [], []]
-    for k, (ours, tap, kern) in enumerate([(100, 400, 300), (120, 300, 500), (80, 200, 250)]):
-        rounds[k] += [tcp("bootinit", "on", ours), tcp("tap-raw", "off", tap),
+    for k, (ours_mb, tap, kern) in enumerate([(100, 400, 300), (120, 300, 500), (80, 200, 250)]):
+        rounds[k] += [tcp("bootinit", "on", ours_mb), tcp("tap-raw", "off", tap),
                       mb("kernel", "tcp-recv", "kernel", 65520, "on", kern)]
     rows = aggregate(rounds)
     add_ratios(rows, SETTINGS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 from ipaddress import IPv4Address, IPv4Interface
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
@@ -27,6 +27,7 @@ from netstack.dhcp import (
     parse_message,
 )
 from netstack.interface import UNCONFIGURED, Interface, InterfaceConfig
+from tests.unit.frame_util import plain_frames
 
 OUR_MAC = "02:00:00:00:00:02"
 SRV_MAC = "02:00:00:00:00:01"
@@ -67,7 +68,7 @@ class Rig:
 
     def out(self) -> list[Ether]:
         """Frames sent now; ARP requests for the server are answered at once."""
-        frames = [Ether(f) for f in self.iface.frames_to_send(self.now)]
+        frames = [Ether(f) for f in plain_frames(self.iface, self.now)]
         self.log += [(self.now, f) for f in frames]
         more: list[Ether] = []
         for f in frames:
@@ -112,7 +113,7 @@ class Rig:
         options += (extra or []) + ["end"]
         dst_ip = (dst or yiaddr) if unicast else "255.255.255.255"
         dst_mac = OUR_MAC if unicast else BCAST_MAC
-        b = {"op": 2, "xid": req[BOOTP].xid if xid is None else xid,
+        b: dict[str, Any] = {"op": 2, "xid": req[BOOTP].xid if xid is None else xid,
              "yiaddr": yiaddr if mtype != "nak" else "0.0.0.0", "siaddr": server,
              "chaddr": mac(OUR_MAC) + bytes(10)}
         b.update(bootp)
@@ -167,7 +168,8 @@ def test_discover_offer_request_ack_exact_packets() -> None:
     assert len(probes) == 2 and all(p[ARP].pdst == YI for p in probes)
     announce = [f for f in sent if ARP in f and f[ARP].psrc == YI == f[ARP].pdst]
     assert announce  # RFC 5227 §2.3 after binding
-    assert rig.client.state == DhcpState.BOUND
+    # cast: mypy keeps the state narrowed by the assert above though the calls change it
+    assert cast(DhcpState, rig.client.state) == DhcpState.BOUND
     (ev,) = rig.dhcp.events
     lease = ev.lease
     assert ev.kind == "bound" and lease is not None
@@ -241,7 +243,8 @@ def test_renewal_at_t1_is_unicast_to_the_server() -> None:
     rig.now += 0.5
     assert rig.feed(rig.reply(ren, "ack", extra=[("renewal_time", 40),
                                                  ("rebinding_time", 80)])) == []
-    assert rig.client.state == DhcpState.BOUND
+    # cast: mypy keeps the state narrowed by the assert above though the calls change it
+    assert cast(DhcpState, rig.client.state) == DhcpState.BOUND
     assert [e.kind for e in rig.dhcp.events] == ["bound", "renewed"]
     lease = rig.client.lease
     assert lease is not None and lease.start == t_req  # counted from the request
@@ -268,7 +271,9 @@ def test_rebinding_at_t2_is_broadcast_then_ack() -> None:
     assert rebind[IP].src == YI and rebind[BOOTP].ciaddr == YI
     assert rebind[BOOTP].xid != renews[0][1][BOOTP].xid
     rig.feed(rig.reply(rebind, "ack", unicast=False))
-    assert rig.client.state == DhcpState.BOUND and rig.dhcp.events[-1].kind == "renewed"
+    # cast: mypy keeps the state narrowed by the assert above though feed() changes it
+    assert (cast(DhcpState, rig.client.state) == DhcpState.BOUND
+            and rig.dhcp.events[-1].kind == "renewed")
     assert rig.counters.get("dhcp", "rebinds") == 1
 
 

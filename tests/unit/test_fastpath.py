@@ -20,7 +20,6 @@ import ipaddress
 import random
 import struct
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -174,9 +173,10 @@ def taken(iface: Interface) -> list[int]:
     calls = [0]
     inner = iface.ipv4.receive
 
-    def counting(*a: Any) -> Any:
+    def counting(pkt: memoryview, link_broadcast: bool, now: float
+                 ) -> tuple[int, bytes, bytes, memoryview, bool] | None:
         calls[0] += 1
-        return inner(*a)
+        return inner(pkt, link_broadcast, now)
 
     iface.ipv4.receive = counting  # type: ignore[method-assign]
     return calls

@@ -24,6 +24,7 @@ from netstack.link.gso import (
 from netstack.tcp.segment import ACK, PSH, TcpOptions, TsoSegment, build, build_options
 from tests.unit import test_interface as t4
 from tests.unit import test_ipv6 as t6
+from tests.unit.frame_util import plain_frames
 
 OUR, PEER, FAR = t4.OUR, t4.PEER, t4.FAR
 OPTS = build_options(TcpOptions(ts_val=1000, ts_ecr=2000))
@@ -92,7 +93,7 @@ def test_the_cut_super_frame_equals_the_frames_sent_without_tso() -> None:
 def test_a_super_segment_waiting_for_arp_is_cut_here() -> None:
     iface, t = t4.make()
     t.pending = [(FAR, super_segment(OUR, FAR, 5))]
-    (req,) = iface.frames_to_send(0.0)
+    (req,) = plain_frames(iface, 0.0)
     assert Ether(req)[ARP].pdst == t4.GW_IP
     assert iface.counters_dict()["ip"]["gso_split"] == 1
     iface.receive_frame(t4.arp_reply(t4.GW_MAC, t4.GW_IP), 0.2)

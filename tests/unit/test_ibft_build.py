@@ -79,7 +79,8 @@ def test_round_trip_n_nics_and_targets(count: int, v6: bool) -> None:
     assert list(t.nics) == nics and list(t.targets) == targets
     assert t.control is not None
     assert t.control.length == 18 + 4 * max(0, count - 2)
-    for s in (*t.nics, *t.targets):
+    sections: list[IbftNic | IbftTarget] = [*t.nics, *t.targets]
+    for s in sections:
         assert s.offset % 8 == 0
 
 

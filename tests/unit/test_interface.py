@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, defragment, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
@@ -16,6 +17,9 @@ from netstack.arp import ArpConfig
 from netstack.counters import Counters
 from netstack.interface import Interface, InterfaceConfig, TransportLayer
 from netstack.ipv4 import ReassemblyConfig
+from netstack.tcp.segment import OutSegment
+from tests.unit.frame_util import plain_frames
+from tests.unit.scapy_frag import defragment, fragment
 
 OUR_MAC = "02:00:00:00:00:02"
 PEER_MAC = "02:00:00:00:00:01"
@@ -35,7 +39,7 @@ class FakeTransport:
 
     def __init__(self) -> None:
         self.received: list[tuple[bytes, bytes, bytes, float]] = []
-        self.pending: list[tuple[bytes, bytes]] = []
+        self.pending: list[tuple[bytes, OutSegment]] = []
         self.deadline: float | None = None
         self.fired: list[float] = []
         self.raise_on_receive = False
@@ -46,7 +50,7 @@ class FakeTransport:
             raise RuntimeError("transport bug")
         self.received.append((src, dst, bytes(segment), now))
 
-    def output(self, now: float) -> list[tuple[bytes, bytes]]:
+    def output(self, now: float) -> list[tuple[bytes, OutSegment]]:
         out, self.pending = self.pending, []
         return out
 
@@ -88,7 +92,7 @@ def ping(seq: int = 1, data: bytes = b"abcdefgh", src: str = PEER_IP,
     return IP(src=src, dst=dst) / ICMP(type=8, id=0x4242, seq=seq) / Raw(data)
 
 
-def tcp_segment(src: str, dst: str, payload: bytes = b"", **kw: object) -> bytes:
+def tcp_segment(src: str, dst: str, payload: bytes = b"", **kw: Any) -> bytes:
     """A TCP segment with a correct checksum (scapy computes it)."""
     return bytes(IP(src=src, dst=dst) / TCP(**kw) / Raw(payload))[20:]
 
@@ -125,7 +129,7 @@ def test_transport_protocol_is_satisfied_by_fake() -> None:
 def test_start_sends_gratuitous_arp() -> None:
     iface, _ = make()
     iface.start(0.0)
-    (f,) = iface.frames_to_send(0.0)
+    (f,) = plain_frames(iface, 0.0)
     e = Ether(f)
     assert e.dst == "ff:ff:ff:ff:ff:ff" and e.src == OUR_MAC and e.type == 0x0806
     assert (e[ARP].op, e[ARP].psrc, e[ARP].pdst) == (1, OUR_IP, OUR_IP)
@@ -139,7 +143,7 @@ def test_start_sends_gratuitous_arp() -> None:
 def test_arp_request_answered() -> None:
     iface, _ = make()
     iface.receive_frame(arp_request(), 0.0)
-    (f,) = iface.frames_to_send(0.0)
+    (f,) = plain_frames(iface, 0.0)
     a = Ether(f)[ARP]
     assert Ether(f).dst == PEER_MAC
     assert (a.op, a.hwsrc, a.psrc, a.hwdst, a.pdst) == (2, OUR_MAC, OUR_IP, PEER_MAC, PEER_IP)
@@ -148,7 +152,7 @@ def test_arp_request_answered() -> None:
 def test_ping_answered_after_arp() -> None:
     iface, _ = resolved(make()[0]), None
     iface.receive_frame(to_us(ping(seq=9, data=b"0123456789")), 1.0)
-    (f,) = iface.frames_to_send(1.0)
+    (f,) = plain_frames(iface, 1.0)
     e = Ether(f)
     assert (e.dst, e.src, e.type) == (PEER_MAC, OUR_MAC, 0x0800)
     ip = e[IP]
@@ -163,10 +167,10 @@ def test_ping_answered_after_arp() -> None:
 def test_ping_from_unknown_host_resolves_first() -> None:
     iface, _ = make()
     iface.receive_frame(to_us(ping()), 0.0)
-    (req,) = iface.frames_to_send(0.0)
+    (req,) = plain_frames(iface, 0.0)
     assert Ether(req)[ARP].op == 1 and Ether(req)[ARP].pdst == PEER_IP
     iface.receive_frame(arp_reply(), 0.2)
-    (f,) = iface.frames_to_send(0.2)
+    (f,) = plain_frames(iface, 0.2)
     assert Ether(f).dst == PEER_MAC and Ether(f)[ICMP].type == 0
     checks_ok(f)
 
@@ -175,7 +179,7 @@ def test_vlan_priority_tagged_ping_answered() -> None:
     iface = resolved(make()[0])
     frame = bytes(Ether(dst=OUR_MAC, src=PEER_MAC) / Dot1Q(vlan=0) / ping())
     iface.receive_frame(frame, 0.0)
-    (f,) = iface.frames_to_send(0.0)
+    (f,) = plain_frames(iface, 0.0)
     assert Ether(f)[ICMP].type == 0
     tagged = bytes(Ether(dst=OUR_MAC, src=PEER_MAC) / Dot1Q(vlan=3) / ping())
     iface.receive_frame(tagged, 0.0)
@@ -188,7 +192,7 @@ def test_big_ping_reassembled_and_reply_fragmented() -> None:
     data = random.Random(5).randbytes(4000)
     for frag in fragment(ping(data=data), fragsize=1480)[::-1]:
         iface.receive_frame(to_us(frag), 1.0)
-    frames = iface.frames_to_send(1.0)
+    frames = plain_frames(iface, 1.0)
     assert len(frames) == 3
     ips = [Ether(f)[IP] for f in frames]
     assert all(len(f) - 14 <= 1500 for f in frames)
@@ -219,7 +223,7 @@ def test_tcp_output_on_link() -> None:
     seg1 = tcp_segment(OUR_IP, PEER_IP, b"x" * 1460, sport=40000, dport=3260, flags="A")
     seg2 = tcp_segment(OUR_IP, PEER_IP, b"", sport=40000, dport=3260, flags="A")
     t.pending = [(PEER, seg1), (PEER, seg2)]
-    f1, f2 = iface.frames_to_send(3.0)
+    f1, f2 = plain_frames(iface, 3.0)
     assert len(f1) == 14 + 1500
     ids = []
     for f, seg in ((f1, seg1), (f2, seg2)):
@@ -238,11 +242,11 @@ def test_tcp_output_via_gateway_waits_for_arp() -> None:
     iface, t = make()
     seg = tcp_segment(OUR_IP, FAR_IP, b"hi", sport=1, dport=2)
     t.pending = [(FAR, seg)]
-    (req,) = iface.frames_to_send(0.0)
+    (req,) = plain_frames(iface, 0.0)
     assert Ether(req)[ARP].pdst == GW_IP  # the next hop is the gateway
     assert iface.next_deadline() == 1.0
     iface.receive_frame(arp_reply(GW_MAC, GW_IP), 0.3)
-    (f,) = iface.frames_to_send(0.3)
+    (f,) = plain_frames(iface, 0.3)
     e = Ether(f)
     assert e.dst == GW_MAC and e[IP].dst == FAR_IP and bytes(e[IP].payload) == seg
     checks_ok(f)
@@ -252,7 +256,7 @@ def test_tcp_output_via_gateway_waits_for_arp() -> None:
 def test_static_gateway_needs_no_arp() -> None:
     iface, t = make(static={IPv4Address(GW_IP): mac(GW_MAC)})
     t.pending = [(FAR, tcp_segment(OUR_IP, FAR_IP, sport=1, dport=2))]
-    (f,) = iface.frames_to_send(0.0)
+    (f,) = plain_frames(iface, 0.0)
     assert Ether(f).dst == GW_MAC and TCP in Ether(f)
 
 
@@ -311,7 +315,7 @@ def test_broadcast_send_needs_no_arp() -> None:
     iface, _ = make()
     iface.send_ip(b"\xff\xff\xff\xff", 17, b"\0\x44\0\x43\0\x08\0\0", 0.0, df=False)
     iface.send_ip(bytes([10, 0, 0, 255]), 17, b"\0\x44\0\x43\0\x08\0\0", 0.0, df=False)
-    f1, f2 = iface.frames_to_send(0.0)
+    f1, f2 = plain_frames(iface, 0.0)
     assert Ether(f1).dst == "ff:ff:ff:ff:ff:ff" and Ether(f1)[IP].dst == "255.255.255.255"
     assert Ether(f2).dst == "ff:ff:ff:ff:ff:ff" and Ether(f2)[IP].dst == "10.0.0.255"
 
@@ -319,7 +323,7 @@ def test_broadcast_send_needs_no_arp() -> None:
 def test_ping_api_and_reply_recorded() -> None:
     iface = resolved(make()[0])
     iface.ping(IPv4Address(PEER_IP), 77, 1, b"probe", 5.0)
-    (f,) = iface.frames_to_send(5.0)
+    (f,) = plain_frames(iface, 5.0)
     assert Ether(f)[ICMP].type == 8 and Ether(f)[ICMP].id == 77
     checks_ok(f)
     reply = IP(src=PEER_IP, dst=OUR_IP) / ICMP(type=0, id=77, seq=1) / Raw(b"probe")

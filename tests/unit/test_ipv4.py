@@ -6,9 +6,10 @@ from __future__ import annotations
 import random
 import struct
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_RR, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_RR
 from scapy.packet import Raw
 
 from netstack.checksum import verify
@@ -22,6 +23,7 @@ from netstack.ipv4 import (
     ReassemblyConfig,
     build_header,
 )
+from tests.unit.scapy_frag import fragment
 
 OUR = bytes([10, 0, 0, 2])
 PEER = bytes([10, 0, 0, 1])
@@ -44,7 +46,7 @@ def rx(layer: Ipv4Layer, pkt: bytes, now: float = 0.0, link_broadcast: bool = Fa
     return proto, src, dst, bytes(payload), bcast
 
 
-def peer_pkt(payload: bytes = b"hello", **kw: object) -> bytes:
+def peer_pkt(payload: bytes = b"hello", **kw: Any) -> bytes:
     return bytes(IP(src="10.0.0.1", dst="10.0.0.2", **kw) / Raw(payload))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from ipaddress import IPv4Interface, IPv6Address, IPv6Interface
+from typing import Any, cast
 
 import pytest
 from scapy.layers.inet import TCP, UDP
@@ -30,8 +31,6 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
-    defragment6,
-    fragment6,
 )
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -50,6 +49,8 @@ from netstack.ipv6 import (
 )
 from netstack.nd import NdConfig, NdState
 from netstack.tcp.layer import TcpLayer
+from tests.unit.frame_util import plain_frames
+from tests.unit.scapy_frag import defragment6, fragment6
 
 OUR_MAC = "02:00:00:00:00:02"
 PEER_MAC = "02:00:00:00:00:01"
@@ -80,7 +81,7 @@ def make(cfg: Ipv6Config | None = None, mtu: int = 1500) -> Interface:
 def frames6(iface: Interface, now: float, mld: bool = False) -> list[Ether]:
     """Our IPv6 frames (the gratuitous ARPs of the IPv4 side left out; MLD reports too
     unless ``mld``)."""
-    return [p for p in (Ether(f) for f in iface.frames_to_send(now))
+    return [p for p in (Ether(f) for f in plain_frames(iface, now))
             if IPv6 in p and (mld or ICMPv6MLReport2 not in p)]
 
 
@@ -328,11 +329,12 @@ def test_resolution_then_reachable_stale_delay_probe() -> None:
     # ReachableTime (15..45 s) passes: STALE on next use -> DELAY -> PROBE (unicast).
     later = 1.2 + ip6.nc.reachable_time + 0.1
     assert ip6.nc.header_for(b6(PEER6), later) is not None
-    assert e.state is NdState.DELAY
+    # cast: mypy keeps e.state narrowed by the assert above though the calls change it
+    assert cast(NdState, e.state) is NdState.DELAY
     sent = run(iface, later, later + 5.5)
     probes = [f for _, f in sent if f.haslayer(ICMPv6ND_NS)]
     assert probes and probes[0].dst == PEER_MAC and probes[0][IPv6].dst == PEER6
-    assert e.state is NdState.PROBE
+    assert cast(NdState, e.state) is NdState.PROBE
     feed(iface, from_peer(ICMPv6ND_NA(tgt=PEER6, S=1, O=1), hlim=255), later + 5.6)
     assert e.state is NdState.REACHABLE
     # Silence this time: three unicast probes, then the entry is gone.
@@ -444,7 +446,7 @@ def test_no_dad() -> None:
 
 
 # ------------------------------------------------------------ RS, RA, SLAAC
-def _ra(**kw: object) -> Ether:
+def _ra(**kw: Any) -> Ether:
     prefix = kw.pop("prefix", "fd00:1::")
     plen = kw.pop("plen", 64)
     valid = kw.pop("valid", 86400)
@@ -504,7 +506,8 @@ def test_slaac_lifetimes() -> None:
     (a,) = [x for x in ip6.addresses if x.origin == "slaac"]
     assert a.state is AddrState.PREFERRED
     run(iface, 5.0, 60.0)
-    assert a.state is AddrState.DEPRECATED and ip6.primary is None
+    # cast: mypy keeps a.state narrowed by the assert above though run() changes it
+    assert cast(AddrState, a.state) is AddrState.DEPRECATED and ip6.primary is None
     # Still ours to receive on.
     assert ip6.is_ours(a.ip)
     # RFC 4862 §5.5.3 e): a short valid lifetime cannot cut a remaining one below 2 h

@@ -119,7 +119,7 @@ def test_status_forgets_the_placement_at_once(digests: bool, status_pdu: str) ->
     first, _, stray = out
     assert isinstance(first, P.DataIn) and first.placed
     assert isinstance(stray, P.DataIn) and not stray.placed and bytes(stray.data) == b"xxxx"
-    assert dest == (b"ABCDEFGH" if status_pdu == "data_in" else b"ABCD\0\0\0\0")
+    assert bytes(dest) == (b"ABCDEFGH" if status_pdu == "data_in" else b"ABCD\0\0\0\0")
     parser.place(8, bytearray(4))  # other placements are kept
     parser.feed(P.encode_bytes(P.ScsiResponse(itt=7, status=0, statsn=3), header_digest=digests,
                                data_digest=digests))

@@ -101,8 +101,8 @@ def test_recv_batch_matches_recv(sizes: list[int], max_frames: int, max_bytes: i
         tap = _DatagramTap()
         try:
             frames = [bytes([i]) * n for i, n in enumerate(sizes)]
-            for f in frames:
-                tap.peer.send(f)
+            for frame in frames:
+                tap.peer.send(frame)
             if batch:
                 n = tap.link.recv_batch(lambda f, now: got.append((f, now)), 7.0,
                                         max_frames, max_bytes)

@@ -26,8 +26,8 @@ def test_frames_cross_in_order_both_ways_and_fd_signals() -> None:
         assert not readable(b.fileno())
         assert b.recv() is None
         frames = [bytes([i]) * (60 + i) for i in range(5)]
-        for f in frames:
-            a.send(f)
+        for frame in frames:
+            a.send(frame)
         a.send(bytearray(b"\xaa" * 9014))  # max size, bytes-like
         assert readable(b.fileno()) and not readable(a.fileno())
         got = []

@@ -82,7 +82,8 @@ def test_timers_fire_in_time_order_and_wait_is_computed(
     assert loop.timers_pending() == 3
     assert loop.run_once() == 1
     assert sel.timeouts[-1] == pytest.approx(0.1)
-    assert fired == [("a", pytest.approx(100.1))]
+    expected: list[tuple[str, object]] = [("a", pytest.approx(100.1))]
+    assert fired == expected
     loop.run_once(timeout=0.05)  # caller timeout shorter than the next timer
     assert sel.timeouts[-1] == pytest.approx(0.05)
     assert len(fired) == 1

@@ -28,7 +28,7 @@ def _run(rcvbuf: int | None, mtu: int, frames: int) -> tuple[NetStack, list[int]
         frame = MAC + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + bytes(mtu)
         for _ in range(frames):
             w.b.send(frame)
-        per_call = []
+        per_call: list[int] = []
         while True:
             before = _frames_in(stack)
             stack._on_readable()

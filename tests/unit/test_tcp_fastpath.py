@@ -28,6 +28,7 @@ from netstack.tcp.segment import (
     PSH,
     RST,
     SYN,
+    OutSegment,
     TcpOptions,
     build,
     build_options,
@@ -54,6 +55,7 @@ class Twins:
             header_prediction=hp, rcvbuf=rcvbuf, sndbuf=256 * 1024, keepalive_idle=keepalive))
             for ly, hp in zip(self.layers, (True, False), strict=True)]
         syn_out = self.output()
+        assert isinstance(syn_out[0][1], bytes)  # a SYN is never a run
         syn = parse(memoryview(syn_out[0][1]))
         assert syn.flags == SYN
         self.port = syn.sport
@@ -78,19 +80,19 @@ class Twins:
         """The connection with header prediction."""
         return self.conns[0]
 
-    def output(self) -> list[tuple[bytes, bytes]]:
+    def output(self) -> list[tuple[bytes, OutSegment]]:
         """Both layers' output, which must be identical; returns it."""
         outs = [ly.output(self.now) for ly in self.layers]
         assert outs[0] == outs[1]
         return outs[0]
 
-    def deliver(self, seg: bytes) -> list[tuple[bytes, bytes]]:
+    def deliver(self, seg: bytes) -> list[tuple[bytes, OutSegment]]:
         """One segment to both, then compare state, output and counters."""
         for ly in self.layers:
             ly.receive(B_IP, A_IP, memoryview(seg), self.now)
         return self.check()
 
-    def check(self) -> list[tuple[bytes, bytes]]:
+    def check(self) -> list[tuple[bytes, OutSegment]]:
         """Both connections in the same state; same output and counters."""
         for ly in self.layers:
             ly.on_deadline(self.now)

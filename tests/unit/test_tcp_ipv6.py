@@ -113,6 +113,7 @@ def test_both_families_on_one_layer() -> None:
     assert sorted(len(dst) for dst, _ in out) == [4, 16]
     for dst, seg in out:
         src = A_IP if len(dst) == 4 else A6
+        assert isinstance(seg, bytes)  # no TSO, no runs: plain segments
         assert verify_checksum(src, dst, memoryview(seg))
     with pytest.raises(TcpError, match="neither"):
         layer.connect(b"\0" * 8, 3260, 0.0)
@@ -127,7 +128,7 @@ def test_reset_for_unknown_ipv6_connection() -> None:
     syn = build(B6, A6, 5555, 80, 1000, 0, SYN, 8192)
     layer.receive(B6, A6, memoryview(syn), 1.0)
     (dst, rst), = layer.output(1.0)
-    assert dst == B6
+    assert dst == B6 and isinstance(rst, bytes)
     assert verify_checksum(A6, B6, memoryview(rst))
     # A bad checksum (IPv4 pseudo-header over IPv6 addresses) is counted and dropped.
     layer.receive(B6[:4], A6[:4], memoryview(syn), 1.0)

@@ -17,6 +17,7 @@ from netstack.tcp.segment import (
     CWR,
     FIN,
     PSH,
+    SegmentRun,
     TcpOptions,
     TsoSegment,
     build,
@@ -51,7 +52,10 @@ def tso_pair(tso: bool = True, both: bool = False, seed: int = 1,
 
 
 def out_of(conn: TcpConnection, now: float) -> list[bytes | TsoSegment]:
-    return [seg for _dst, seg in conn.layer.output(now)]
+    segs = [seg for _dst, seg in conn.layer.output(now)]
+    out = [s for s in segs if not isinstance(s, SegmentRun)]
+    assert len(out) == len(segs)  # tx_runs is off: no SegmentRun
+    return out
 
 
 def wire(segs: list[bytes | TsoSegment], src: bytes = A_IP, dst: bytes = B_IP) -> list[bytes]:

@@ -16,6 +16,7 @@ from netstack.arp import ProbeConfig
 from netstack.counters import Counters
 from netstack.interface import UNCONFIGURED, Interface, InterfaceConfig
 from netstack.udp import UdpDatagram, build_udp
+from tests.unit.frame_util import plain_frames
 
 OUR_MAC = "02:00:00:00:00:02"
 PEER_MAC = "02:00:00:00:00:01"
@@ -90,7 +91,7 @@ def test_unconfigured_sends_from_zero_and_accepts_only_udp() -> None:
     got: list[bytes] = []
     iface.udp.bind(68, lambda d, now: got.append(bytes(d.payload)))
     iface.send_udp(b"\xff" * 4, 68, 67, b"discover", 0.0)
-    (out,) = iface.frames_to_send(0.0)
+    (out,) = plain_frames(iface, 0.0)
     e = Ether(out)
     assert e.dst == BCAST and e[IP].src == "0.0.0.0" and e[IP].dst == "255.255.255.255"
     assert e[UDP].sport == 68 and e[UDP].dport == 67 and bytes(e[UDP].payload) == b"discover"
@@ -114,15 +115,15 @@ def test_set_address_configures_and_changes_at_runtime() -> None:
     iface.set_address(IPv4Interface("10.0.0.57/24"), IPv4Address("10.0.0.1"), 5.0, mtu=1400)
     assert iface.configured and iface.mtu == 1400 and iface.mss == 1360
     assert iface.gateway == IPv4Address("10.0.0.1")
-    (ann,) = iface.frames_to_send(5.0)  # RFC 5227 §2.3 announcement of the new address
+    (ann,) = plain_frames(iface, 5.0)  # RFC 5227 §2.3 announcement of the new address
     a = Ether(ann)[ARP]
     assert a.psrc == a.pdst == "10.0.0.57" and a.op == 1
     who = ARP(op=1, hwsrc=PEER_MAC, psrc="10.0.0.1", pdst="10.0.0.57")
     iface.receive_frame(frame(who, dst=BCAST), 5.1)
-    (is_at,) = iface.frames_to_send(5.1)  # ARP is answered for the new address
+    (is_at,) = plain_frames(iface, 5.1)  # ARP is answered for the new address
     assert Ether(is_at)[ARP].op == 2 and Ether(is_at)[ARP].psrc == "10.0.0.57"
     iface.receive_frame(frame(IP(src="10.0.0.1", dst="10.0.0.57") / ICMP(id=1, seq=1)), 5.1)
-    (reply,) = iface.frames_to_send(5.1)
+    (reply,) = plain_frames(iface, 5.1)
     assert Ether(reply)[IP].src == "10.0.0.57" and Ether(reply)[ICMP].type == 0
     # not accepted any more for other addresses once configured
     iface.receive_frame(frame(IP(src="10.0.0.1", dst="10.0.0.99") / UDP(dport=68)), 5.2)
@@ -147,7 +148,7 @@ def test_arp_probe_clear_after_probes_and_wait() -> None:
             break
         now = t
         iface.on_deadline(now)
-        for f in iface.frames_to_send(now):
+        for f in plain_frames(iface, now):
             sent.append((now, Ether(f)))
     assert probe.result == "clear"
     assert len(sent) == 3
