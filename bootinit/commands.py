@@ -217,19 +217,28 @@ class Context:
             return
         out: dict[str, Any] = {"stack": self.stack.counters_dict()}
         for i, s in enumerate(sessions):
-            out[f"session{i}"] = s.counters()
-            p = s.session.params
-            if p is not None:  # what login settled (iscsiadm -m session -P 2)
-                out[f"session{i}"]["params"] = {
-                    k: v for k, v in asdict(p).items() if isinstance(v, int)}
-        if self.args.json:
-            print(json.dumps({"stats": out}, indent=2), file=sys.stderr)
-        else:
-            for section, layers in out.items():
-                for layer, values in layers.items():
-                    shown = " ".join(f"{k}={v}" for k, v in sorted(values.items()) if v)
-                    if shown:
-                        print(f"{section}.{layer}: {shown}", file=sys.stderr)
+            out[f"session{i}"] = {**s.counters(), **_params(s)}
+        _print_stats(self.args, out)
+
+
+def _params(s: IscsiSession) -> dict[str, dict[str, int]]:
+    """What login settled, as a stats group (iscsiadm -m session -P 2); none before."""
+    p = s.session.params
+    if p is None:
+        return {}
+    return {"params": {k: v for k, v in asdict(p).items() if isinstance(v, int)}}
+
+
+def _print_stats(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """``--stats`` output on stderr: JSON with ``--json``, else one line per layer."""
+    if args.json:
+        print(json.dumps({"stats": out}, indent=2), file=sys.stderr)
+        return
+    for section, layers in out.items():
+        for layer, values in layers.items():
+            shown = " ".join(f"{k}={v}" for k, v in sorted(values.items()) if v)
+            if shown:
+                print(f"{section}.{layer}: {shown}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -527,18 +536,8 @@ def _dev_stats(ctx: Context, dev: BlockDevice | MultipathDevice) -> None:
         return
     out = {"stack": ctx.stack.counters_dict(), "device": device_counters(dev)}
     if isinstance(dev, BlockDevice) and isinstance(dev.session, IscsiSession):
-        p = dev.session.session.params
-        if p is not None:  # what login settled (iscsiadm -m session -P 2)
-            out["device"]["params"] = {k: v for k, v in asdict(p).items()
-                                       if isinstance(v, int)}
-    if ctx.args.json:
-        print(json.dumps({"stats": out}, indent=2), file=sys.stderr)
-        return
-    for section, layers in out.items():
-        for layer, values in layers.items():
-            shown = " ".join(f"{k}={v}" for k, v in sorted(values.items()) if v)
-            if shown:
-                print(f"{section}.{layer}: {shown}", file=sys.stderr)
+        out["device"].update(_params(dev.session))
+    _print_stats(ctx.args, out)
 
 
 def cmd_read(args: argparse.Namespace) -> int:

@@ -59,7 +59,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from bootinit.blockdev import IoCallback, IoRequest, SyncBlockIO, transfer_blocks
-from bootinit.initiator import IscsiSession, chap_from_spec, default_initiator_name
+from bootinit.initiator import (
+    IscsiSession,
+    _digest_offer,
+    chap_from_spec,
+    default_initiator_name,
+)
 from bootinit.iscsi.chap import ChapCredentials
 from bootinit.iscsi.errors import IscsiError
 from bootinit.iscsi.keys import OperationalConfig
@@ -738,7 +743,7 @@ def open_device(ctx: Context, specs: Sequence[TargetSpec | str], policy: str | N
         raise MultipathError("no target given")
     args = ctx.args
     digests = _digests(args)
-    offer = ("CRC32C",) if digests is True else ("CRC32C", "None") if digests else ("None",)
+    offer = _digest_offer(digests)
     op = replace(ctx.operational, header_digest=offer, data_digest=offer)  # --iscsi-param
     if len(targets) == 1 and policy is None:
         if connections <= 1:

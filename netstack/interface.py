@@ -398,7 +398,7 @@ class Interface:
         :meth:`_fused_source` and :meth:`TcpLayer.receive_placed` are made here with one
         unpack of all three headers; the TCP side is
         :meth:`TcpLayer.receive_placed_fields`, which :meth:`TcpLayer.receive_placed`
-        shares, and the counting :meth:`_count_fused` (inline). Kept equal to them by
+        shares, and the counting :meth:`_count_fused`. Kept equal to them by
         ``tests/unit/test_placement.py`` (``IfaceTwins``: every field tested here
         mutated must send the frame the ordinary way)."""
         tcp = self.tcp
@@ -430,13 +430,7 @@ class Interface:
                                          window, tsopt, ts_val, ts_ecr, hdr[_FUSED_HLEN:],
                                          now, placed, tail):
             return False
-        # _count_fused, inline (once per frame of a bulk read)
-        c = self._c_eth
-        c["frames_in"] += 1
-        c["bytes_in"] += frame_len
-        c = self._c_ip
-        c["in"] += 1
-        c["delivered"] += 1
+        self._count_fused(frame_len)
         return True
 
     def _deliver_other(self, proto: int, src: bytes, payload: memoryview, bcast: bool,

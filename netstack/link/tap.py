@@ -457,14 +457,7 @@ class TapLink:
             if ETH_HLEN <= n <= GSO_FRAME_MAX:
                 break
             c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
-        # _count_vnet_rx, inline (once per frame of a bulk read)
-        c["rx_frames"] += 1
-        c["rx_bytes"] += n
-        if head[1]:
-            c["rx_gso_frames"] += 1
-        trusted = bool(head[0] & _VNET_TRUSTED)
-        if trusted:
-            c["rx_csum_trusted"] += 1
+        trusted = self._count_vnet_rx(n, head[0], head[1])
         # what readv put past the head: dest first, then the spill buffer (compares, not
         # min/max: once per frame of a bulk read)
         body = got - len(head)

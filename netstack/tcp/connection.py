@@ -181,10 +181,6 @@ class TcpConnection:
         self._place_buf: memoryview | None = None
         self._place_seq = 0
         self._placed_any = False
-        # the Placed marker last queued: the next placed payload, contiguous in the
-        # stream and in the consumer's window, extends it (one parser step per run of
-        # placed frames, not per frame)
-        self._last_placed: Placed | None = None
         self.placement_refill: Callable[[], None] | None = None
         # sorted, non-overlapping (seq, data); a block grows in place at its tail
         self._ooo: list[tuple[int, bytearray]] = []
@@ -343,7 +339,6 @@ class TcpConnection:
         self._place_buf = buf
         self._place_seq = self.consumer_seq()
         self._placed_any = True
-        self._last_placed = None
         self.layer.placing = self
 
     def consumer_seq(self) -> int:
@@ -405,7 +400,7 @@ class TcpConnection:
         if self.state not in (TcpState.CLOSED, TcpState.SYN_SENT, TcpState.TIME_WAIT):
             self.layer.queue_raw(self, self._segment(self.snd_nxt, 0, RST, b"", now, False))
             self._c["rst_out"] += 1
-        self._enter_closed(TcpError("aborted", "connection aborted locally"), now)
+        self._enter_closed(TcpError("aborted", "connection aborted locally"), bury_at=now)
 
     def __repr__(self) -> str:
         return (f"<TcpConnection {self.local_port}->{_ip(self.remote_ip)}:"
@@ -739,14 +734,14 @@ class TcpConnection:
         if tail is not None:
             q = self._rcvq
             if placed:
-                last = self._last_placed
-                if last is not None and q and q[-1] is last:
-                    # right after the previous placed payload, nothing between:
-                    # one marker for both
+                last = q[-1] if q else None
+                if type(last) is Placed:
+                    # the queue ends with placed bytes, which end at RCV.NXT where
+                    # these begin: one marker for both (one parser step per run of
+                    # placed frames); a marker the consumer took is no longer queued
                     last.n += placed
                 else:
-                    last = self._last_placed = Placed(placed)
-                    q.append(last)
+                    q.append(Placed(placed))
                 c["bytes_placed"] += placed
             if len(tail):
                 q.append(bytes(tail))
@@ -1415,12 +1410,12 @@ class TcpConnection:
         self._timers = [None, None, None, now + 2 * self.config.msl, None]
         self._notify()
 
-    def _enter_closed(self, error: TcpError | None, now: float | None = None) -> None:
-        """Enter CLOSED (the end of every connection). Given ``now``, a synchronized
-        connection that ends this way is buried (``TcpLayer.bury``): its RST is sent
-        again when the path to the peer works again."""
-        if now is not None and self.state in _BURIED_STATES:
-            self.layer.bury(self, now)
+    def _enter_closed(self, error: TcpError | None, bury_at: float | None = None) -> None:
+        """Enter CLOSED (the end of every connection). With ``bury_at`` (the time; an
+        abort or a timeout) a synchronized connection is buried (``TcpLayer.bury``): its
+        RST is sent again when the path to the peer works again."""
+        if bury_at is not None and self.state in _BURIED_STATES:
+            self.layer.bury(self, bury_at)
         if error is not None and self.error is None:
             self.error = error
             self._c["errors_" + error.reason] += 1
@@ -1455,7 +1450,8 @@ class TcpConnection:
             else:
                 self._enter_closed(TcpError(
                     "timeout", f"no acknowledgement from {_ip(self.remote_ip)}:"
-                    f"{self.remote_port} for {self.config.user_timeout:.0f} s"), now)
+                    f"{self.remote_port} for {self.config.user_timeout:.0f} s"),
+                    bury_at=now)
             return
         tw = t[_T_TIMEWAIT]
         if tw is not None and now >= tw:
@@ -1609,7 +1605,7 @@ class TcpConnection:
         if self._keepalive_sent >= self.config.keepalive_probes:
             self._enter_closed(TcpError(
                 "timeout", f"keepalive: {_ip(self.remote_ip)}:{self.remote_port} did not answer "
-                f"{self._keepalive_sent} probes"), now)
+                f"{self._keepalive_sent} probes"), bury_at=now)
             return
         self._keepalive_sent += 1
         self._c["keepalive_probes"] += 1
@@ -1634,6 +1630,7 @@ class TcpConnection:
         sent = 0
         if self._in_recovery and self.sack_ok:
             sent += self._retransmit_holes(now, out)
+            self._arm_rack(now)
         elif self._in_recovery and self._rtx_next == self.snd_una and \
                 sq.lt(self.snd_una, self.snd_nxt):
             sent += self._retransmit_one(self.snd_una, now, out)
@@ -1706,7 +1703,6 @@ class TcpConnection:
                 if t_sent is None or t_sent <= gate:
                     if budget <= 0 and (sent or pipe > 0):
                         self._pipe_after = pipe
-                        self._arm_rack(gate)
                         return sent
                     off = sq.diff(seg, una)
                     chunk = memoryview(self._sndbuf)[off:off + n]
@@ -1726,23 +1722,23 @@ class TcpConnection:
                     pipe += n
                 seg = sq.add(seg, n)
         self._pipe_after = pipe
-        self._arm_rack(gate)
         return sent
 
-    def _arm_rack(self, gate: float) -> None:
+    def _arm_rack(self, now: float) -> None:
         """After a pass of SACK recovery: wake when the earliest resent segment still
-        inside its gate (sent after ``gate``, see :meth:`_rtx_gate`) leaves it, so that a
+        inside its gate (:meth:`_rtx_gate`) leaves it, so that a
         lost retransmission is resent then even if no ACK comes to trigger output (RACK's
         reordering timer, RFC 8985 §6.3), backed off while no ACK brings news (see
         :meth:`on_deadline`). Without it each lost retransmission waited for the RTO,
         which backs off too and restarts from one segment: at 20% loss a 16 MiB send to
         Linux took 27 s."""
-        pending = [t for t in self._rtx_at.values() if t > gate]
+        gate = self._rtx_gate()
+        pending = [t for t in self._rtx_at.values() if t > now - gate]
         t = self._timers
         if not pending:
             t[_T_RACK] = None
             return
-        at = min(pending) + self._rtx_gate() * (1 << min(self._rack_backoff, 16))
+        at = min(pending) + gate * (1 << min(self._rack_backoff, 16))
         rto = t[_T_RTX]
         t[_T_RACK] = at if rto is None or at < rto else None
 

@@ -109,7 +109,7 @@ class TcpLayer:
         self.placing: TcpConnection | None = None
         #: Connections that ended without the peer surely knowing (see :meth:`bury`):
         #: 4-tuple key -> (our address, SND.NXT, until when the entry is kept).
-        self._tombstones: dict[tuple[int, bytes, int], tuple[bytes, int, float]] = {}
+        self._tombstones: dict[_Key, tuple[bytes, int, float]] = {}
 
     # ----------------------------------------------------------------- API
     def connect(self, remote_ip: bytes, remote_port: int, now: float,
@@ -233,7 +233,7 @@ class TcpLayer:
         for key, (src, snd_nxt, until) in list(tombs.items()):
             if until <= now:
                 del tombs[key]
-            elif key[1] == remote_ip and key not in self._conns:
+            elif key[1] == remote_ip:  # (a live 4-tuple has no entry: connect pops it)
                 del tombs[key]
                 self._c["tombstone_resets"] += 1
                 self.send_reset_for(src, remote_ip, key[0], key[2], snd_nxt, 0, RST)

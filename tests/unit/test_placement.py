@@ -44,7 +44,7 @@ from tests.unit.fake_target import FakeTarget, Harness, TargetSettings
 from tests.unit.tcp_sim import A_IP, B_IP
 from tests.unit.test_tcp_fastpath import MSS, Twins, counters, random_stream, snapshot
 
-_PLACEMENT_KEYS = ("_rcvq", "_place_buf", "_place_seq", "_placed_any", "_last_placed",
+_PLACEMENT_KEYS = ("_rcvq", "_place_buf", "_place_seq", "_placed_any",
                    "placement_refill")
 
 

@@ -26,6 +26,28 @@ def _warm(sim: SimNet, ca: TcpConnection, cb: TcpConnection) -> None:
     ca.callback = cb.callback = None  # transfer()'s pump would read B's data
 
 
+def _drop_data_from_a(sim: SimNet, budget: dict[int, int]) -> dict[int, int]:
+    """Drop A's data segments starting at a sequence number of ``budget``, each up to
+    that many times; the returned dict counts the drops made."""
+    dropped: dict[int, int] = {}
+
+    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
+        p = parse(memoryview(seg))
+        if src == A_IP and p.payload and dropped.get(p.seq, 0) < budget.get(p.seq, 0):
+            dropped[p.seq] = dropped.get(p.seq, 0) + 1
+            return None
+        return seg
+
+    sim.tap = tap
+    return dropped
+
+
+def _send_until_delivered(sim: SimNet, ca: TcpConnection, cb: TcpConnection,
+                          data: bytes) -> None:
+    ca.send(data)
+    sim.run_until(lambda: cb.available() == len(data) and ca.snd_una == ca.snd_nxt, limit=5)
+
+
 def test_tail_loss_is_repaired_by_the_probe_not_the_rto() -> None:
     """The last two segments of a flight are lost: no duplicate ACK can follow. The probe
     (2·SRTT later) resends the last one, its SACK shows the other hole, fast recovery
@@ -34,20 +56,10 @@ def test_tail_loss_is_repaired_by_the_probe_not_the_rto() -> None:
     _warm(sim, ca, cb)
     data = random.Random(3).randbytes(8 * 1448)
     tail = {sq.add(ca.snd_nxt, len(data) - k * 1448) for k in (1, 2)}
-    dropped: set[int] = set()
-
-    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
-        p = parse(memoryview(seg))
-        if src == A_IP and p.payload and p.seq in tail and p.seq not in dropped:
-            dropped.add(p.seq)
-            return None
-        return seg
-
-    sim.tap = tap
+    dropped = _drop_data_from_a(sim, dict.fromkeys(tail, 1))
     start = sim.now
-    ca.send(data)
-    sim.run_until(lambda: cb.available() == len(data) and ca.snd_una == ca.snd_nxt, limit=5)
-    assert dropped == tail
+    _send_until_delivered(sim, ca, cb, data)
+    assert dropped == dict.fromkeys(tail, 1)
     assert _count(ca, "tlp_probes") == 1
     assert _count(ca, "fast_retransmits") == 1
     assert _count(ca, "rto_expired") == 0
@@ -243,20 +255,11 @@ def test_a_lost_retransmission_is_resent_by_the_recovery_timer_not_the_rto() -> 
     _warm(sim, ca, cb)
     data = random.Random(4).randbytes(8 * 1448)
     first = ca.snd_nxt
-    drops = [0]
-
-    def tap(src: bytes, dst: bytes, seg: bytes) -> bytes | None:
-        p = parse(memoryview(seg))
-        if src == A_IP and p.payload and p.seq == first and drops[0] < 2:
-            drops[0] += 1  # the original and the first retransmission
-            return None
-        return seg
-
-    sim.tap = tap
+    # the original and the first retransmission
+    drops = _drop_data_from_a(sim, {first: 2})
     start = sim.now
-    ca.send(data)
-    sim.run_until(lambda: cb.available() == len(data) and ca.snd_una == ca.snd_nxt, limit=5)
-    assert drops[0] == 2
+    _send_until_delivered(sim, ca, cb, data)
+    assert drops == {first: 2}
     assert _count(ca, "fast_retransmits") == 1
     assert _count(ca, "rack_timeouts") >= 1
     assert _count(ca, "rto_expired") == 0
