@@ -384,11 +384,13 @@ class Interface:
         c["delivered"] += 1
 
     def receive_placed(self, hdr: memoryview, frame_len: int, placed: int,
-                       tail: memoryview, now: float) -> bool:
+                       tail: memoryview, now: float, gap: memoryview | None = None,
+                       then_n: int = 0) -> bool:
         """A frame the link read scattered for direct placement
         (:mod:`netstack.tcp.placement`): ``hdr`` holds its Ethernet, IPv4 and TCP
         headers, ``placed`` payload bytes went to the placing connection's buffer and
-        ``tail`` holds the rest; the link vouched for the TCP checksum. True when the
+        ``tail`` holds the rest (``gap``, ``then_n``: a continuation's, see
+        :meth:`TcpLayer.receive_placed`); the link vouched for the TCP checksum. True when the
         frame passes the fused path's tests (:meth:`_fused_source`) and carries the
         predicted segment of that connection (:meth:`TcpLayer.receive_placed`): taken
         and counted exactly as :meth:`receive_frame` would. False, nothing changed,
@@ -428,7 +430,7 @@ class Interface:
             return False
         if not tcp.receive_placed_fields(conn, src, sport, dport, seqno, ack, offflags,
                                          window, tsopt, ts_val, ts_ecr, hdr[_FUSED_HLEN:],
-                                         now, placed, tail):
+                                         now, placed, tail, gap, then_n):
             return False
         self._count_fused(frame_len)
         return True

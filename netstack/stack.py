@@ -29,10 +29,11 @@ from netstack.ethernet import ETH_HLEN
 from netstack.interface import UNCONFIGURED, Interface, InterfaceConfig
 from netstack.link.base import GsoFrame, Link, OutFrame
 from netstack.link.gso import VNET_HLEN
-from netstack.link.tap import TapLink
+from netstack.link.tap import GSO_FRAME_MAX, TapLink
 from netstack.loop import Loop, LoopTimeout
 from netstack.tcp.connection import TcpConfig, TcpConnection, TcpError
 from netstack.tcp.layer import TcpLayer
+from netstack.tcp.placement import Continuation
 
 #: Most frames (and bytes) handled per wake-up before output is flushed: one ACK per
 #: batch, and a batch small enough that the sender never waits for it (ACK clocking):
@@ -105,6 +106,7 @@ class NetStack:
         self._closed = False
         # header buffers of _recv_placed by size, with a view of each past the vnet header
         self._heads: dict[int, tuple[bytearray, memoryview]] = {}
+        self._gap = memoryview(bytearray(64))  # a continuation's header (_recv_split)
         self._c_tcp = self.counters.layer("tcp")
 
     # ----------------------------------------------------------------- life
@@ -190,12 +192,18 @@ class NetStack:
                     # what came so far and name where the next payload goes, then read
                     # the frame straight there.
                     dest = conn.placement_target()
-                    if dest is None and conn.placement_refill is not None and \
-                            conn.available():
+                    then = conn.place_then
+                    if then is None and (dest is None or len(dest) < GSO_FRAME_MAX) and \
+                            conn.placement_refill is not None and conn.available():
+                        # the frame may run past the window (or there is none): the
+                        # consumer's parse of what came tells where, and what follows
                         conn.placement_refill()
                         dest = conn.placement_target()
-                    if dest is not None and len(dest) >= PLACE_MIN:
-                        n = self._recv_placed(self._offload, conn, dest, now)
+                        then = conn.place_then
+                    if dest is not None and (then is not None or len(dest) >= PLACE_MIN):
+                        n = self._recv_placed(self._offload, conn, dest, now) \
+                            if then is None else \
+                            self._recv_split(self._offload, conn, dest, then, now)
                         if n is None:
                             break
                         budget -= n
@@ -222,18 +230,45 @@ class NetStack:
             if budget <= 0:
                 break
 
+    def _head_buffers(self, conn: TcpConnection) -> tuple[bytearray, memoryview]:
+        """The buffer a placed frame's headers are read into (virtio_net_hdr, Ethernet,
+        IPv4, TCP with ``conn``'s options), and a view of it past the virtio_net_hdr."""
+        hlen = VNET_HLEN + ETH_HLEN + 20 + (32 if conn.ts_ok else 20)
+        bufs = self._heads.get(hlen)
+        if bufs is None:
+            head = bytearray(hlen)
+            bufs = self._heads[hlen] = (head, memoryview(head)[VNET_HLEN:])
+        return bufs
+
+    def _recv_split(self, link: TapLink, conn: TcpConnection, dest: memoryview,
+                    then: Continuation, now: float) -> int | None:
+        """:meth:`_recv_placed` with the connection's continuation: a frame that runs
+        past the window has its next ``then.gap`` bytes (the predicted header) read
+        apart and what follows into ``then.buf``; taken placed when the connection
+        (and the continuation's ``accept``) agree, else joined for the ordinary path."""
+        head, hdr = self._head_buffers(conn)
+        if then.gap > len(self._gap):
+            self._gap = memoryview(bytearray(then.gap))
+        got = link.recv_split(head, dest, self._gap[:then.gap], then.buf)
+        if got is None:
+            return None
+        n, trusted, placed, gap, then_n, tail = got
+        if trusted and (placed or len(gap)) and self.iface.receive_placed(
+                hdr, n, placed, tail, now, gap if len(gap) else None, then_n):
+            return n
+        if placed or len(gap):
+            self._c_tcp["placement_missed"] += 1
+        frame = b"".join((hdr[:n], dest[:placed], gap, then.buf[:then_n], tail))
+        self.iface.receive_frame(frame, now, trusted)
+        return n
+
     def _recv_placed(self, link: TapLink, conn: TcpConnection, dest: memoryview,
                      now: float) -> int | None:
         """Read one frame for direct placement into ``dest`` (the frame's length, or
         None when none was waiting): the predicted segment of ``conn`` is taken with its
         payload where it belongs; anything else is joined and takes the ordinary path
         (counted as ``tcp.placement_missed`` when payload had gone to ``dest``)."""
-        hlen = VNET_HLEN + ETH_HLEN + 20 + (32 if conn.ts_ok else 20)
-        bufs = self._heads.get(hlen)
-        if bufs is None:
-            head = bytearray(hlen)
-            bufs = self._heads[hlen] = (head, memoryview(head)[VNET_HLEN:])
-        head, hdr = bufs
+        head, hdr = self._head_buffers(conn)
         got = link.recv_placed(head, dest)
         if got is None:
             return None

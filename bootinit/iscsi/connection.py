@@ -120,6 +120,7 @@ class IscsiConnection:
         self._made = False
         conn.callback = self._on_tcp
         conn.placement_refill = self._refill
+        s.placement_revoked = self._revoke_placement
 
     def _drop(self, kind: str, now: float) -> None:
         c, self.conn = self.conn, None
@@ -140,6 +141,11 @@ class IscsiConnection:
         if c.send_space() > 0:
             s.flush_to(c.send)
 
+    def _revoke_placement(self) -> None:
+        """The session dropped a task's buffer: no frame may be placed into it."""
+        if self.conn is not None:
+            self.conn.set_placement(None)
+
     def _refill(self) -> None:
         """In the middle of a receive batch (the stack's direct placement,
         :mod:`netstack.tcp.placement`): parse what came so far, processing it later with
@@ -150,7 +156,7 @@ class IscsiConnection:
         if not self._made or not s.can_parse_ahead():
             c.set_placement(None)
             return
-        c.set_placement(s.parse_ahead(c.recv_chunks()))
+        c.set_placement(s.parse_ahead(c.recv_chunks()), s.placement_next())
 
     def _on_tcp(self, conn: TcpConnection) -> None:
         if conn is not self.conn or self._closed:
@@ -169,7 +175,7 @@ class IscsiConnection:
             finally:
                 self._in_tcp = False
             if conn is self.conn:
-                conn.set_placement(s.placement_window())
+                conn.set_placement(s.placement_window(), s.placement_next())
             act = s.transport_action()
             if act is not None and act[0] != "connect":
                 # The session is done with this connection (a login redirection): drop

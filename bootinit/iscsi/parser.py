@@ -57,7 +57,7 @@ from bootinit.iscsi.pdu import (
     decode,
 )
 from netstack.link.base import BytesLike
-from netstack.tcp.placement import Placed
+from netstack.tcp.placement import Continuation, Placed
 
 ParsedItem = Pdu | DataDigestError
 """What :meth:`PduParser.feed` yields: a PDU, or a recoverable data digest error."""
@@ -84,14 +84,17 @@ class PduParser:
         "_data_need",
         "_dest",
         "_dest_off",
+        "_expect",
         "_got",
         "_hbuf",
         "_held",
         "_hneed",
         "_max_dsl",
         "_placements",
+        "_pred",
         "_state",
         "data_digest",
+        "data_in_order",
         "header_digest",
         "pause_after_login",
     )
@@ -116,6 +119,15 @@ class PduParser:
         self._hbuf = bytearray(_MAX_HEADER + 4)  # + data digest
         self._held: bytes = b""
         self._broken: IscsiError | None = None
+        # placement_next: the BufferOffset each placed task's data has reached (its
+        # data comes in order, DataPDUInOrder), and, after a placed Data-In with nothing
+        # after its data, the ITT and whether that Data-In was the task's last
+        self._expect: dict[int, int] = {}
+        #: Whether the target sends each task's Data-In in increasing BufferOffset order
+        #: (DataPDUInOrder and DataSequenceInOrder both Yes, RFC 7143 §13.19, §13.20):
+        #: only then does placement_next predict.
+        self.data_in_order = False
+        self._pred: tuple[int, bool] | None = None
         self._reset()
 
     # -- configuration -----------------------------------------------------
@@ -144,10 +156,16 @@ class PduParser:
         if mv.readonly:
             raise ValueError("placement buffer must be writable")
         self._placements[itt] = mv
+        self._expect[itt] = 0
 
     def unplace(self, itt: int) -> None:
-        """Forget the destination of ``itt`` (task done or aborted); no error if absent."""
-        self._placements.pop(itt, None)
+        """Forget the destination of ``itt`` (task done or aborted); no error if absent.
+        When the data of a Data-In for it is being parsed, the rest of that data goes to
+        a scratch buffer: the task's buffer is its owner's again."""
+        dest = self._placements.pop(itt, None)
+        self._expect.pop(itt, None)
+        if dest is not None and self._dest is dest:
+            self._redirect_to_scratch()
 
     def pending(self) -> int:
         """Bytes of an incomplete PDU (or held input) currently inside the parser."""
@@ -174,6 +192,11 @@ class PduParser:
         self._dest_off = 0
         self._crc = 0
 
+    def _redirect_to_scratch(self) -> None:
+        """The rest of the current Data-In's data goes to a buffer of its own."""
+        self._dest = None
+        self._data = bytearray(self._data_len)
+
     def _fail(self, err: IscsiError) -> IscsiError:
         self._broken = err
         return err
@@ -189,6 +212,73 @@ class PduParser:
         assert self._dest is not None
         o = self._dest_off + self._got
         return self._dest[o:o + room]
+
+    def placement_next(self) -> Continuation | None:
+        """A prediction of the next PDU for the stack's placement
+        (:class:`~netstack.tcp.placement.Continuation`), inside the data of a placed
+        Data-In or just after one, when nothing comes between its data and the next
+        header (no digests, no padding): a 48-byte Data-In BHS with no AHS, its data at
+        the offset its task has reached. Only when :attr:`data_in_order`: the target
+        then sends a task's data in increasing offset order (RFC 7143 §13.19, §13.20),
+        so that range lies beyond every byte the task has received, and a wrong guess
+        writes only where the right bytes will still come. Without the F bit the target
+        owes the task more data (§11.7.1): the same task, right after this Data-In.
+        With the status in it (S bit, §11.7.4) the task is done: the oldest other task
+        waiting for data (the order commands went out in). The continuation places the
+        bytes after the header in that task's buffer there, and its ``accept`` checks
+        the header the frame brought: Data-In, no AHS, that ITT and offset, a
+        DataSegmentLength this parser would take that holds the bytes placed (so they
+        are exactly what :meth:`placement_window` will span once the header is parsed)
+        and returns that length, the window from then on (0: refused). None when there
+        is no such prediction."""
+        if not self.data_in_order or self.header_digest or self.data_digest or \
+                self._held or self._broken:
+            return None
+        if self._state == _S_DATA:
+            if self._dest is None or self._data_len & 3:
+                return None
+            h = self._hbuf
+            itt = int.from_bytes(h[16:20], "big")
+            if not h[1] & 0x80:
+                off = max(self._dest_off + self._data_len, self._expect.get(itt, 0))
+            elif h[1] & 0x01:
+                return self._continuation_after(itt)
+            else:
+                return None  # a SCSI Response comes next
+        elif self._state == _S_BHS and not self._got and self._pred is not None:
+            itt, done = self._pred
+            if done:
+                return self._continuation_after(itt)
+            off = self._expect.get(itt, -1)
+        else:
+            return None
+        return self._continuation(itt, off)
+
+    def _continuation_after(self, itt: int) -> Continuation | None:
+        """The continuation for the first Data-In of the oldest placed task other than
+        ``itt``."""
+        for other in self._placements:
+            if other != itt:
+                return self._continuation(other, self._expect.get(other, -1))
+        return None
+
+    def _continuation(self, itt: int, off: int) -> Continuation | None:
+        dest = self._placements.get(itt)
+        if dest is None or not 0 <= off < len(dest):
+            return None
+        max_dsl = self._max_dsl
+        end = len(dest)
+
+        def accept(bhs: memoryview, n: int) -> int:
+            if len(bhs) != BHS_LEN or bhs[0] & 0x3F != _DATA_IN or bhs[4] or \
+                    int.from_bytes(bhs[16:20], "big") != itt or \
+                    int.from_bytes(bhs[40:44], "big") != off:
+                return 0
+            dsl = int.from_bytes(bhs[5:8], "big")
+            ok = dsl > 0 and n <= dsl <= max_dsl and off + dsl <= end and \
+                self._placements.get(itt) is dest and not self.header_digest
+            return dsl if ok else 0
+        return Continuation(BHS_LEN, dest[off:min(end, off + max_dsl)], accept)
 
     def _placement_room(self) -> int:
         """How many bytes :meth:`placement_window` spans (0: no window), without making
@@ -363,15 +453,23 @@ class PduParser:
             pdu = decode(h[:BHS_LEN], h[BHS_LEN:BHS_LEN + ahs_len], data)
         except PduFormatError as e:
             raise self._fail(e) from None
+        self._pred = None
         if placed and isinstance(pdu, DataIn):
             pdu.placed = True
             pdu.segment_length = self._data_len
+            end = self._dest_off + self._data_len
+            if end > self._expect.get(pdu.itt, 0):  # (a resent PDU does not move it back)
+                self._expect[pdu.itt] = end
+            if not self._data_len & 3 and (not pdu.final or pdu.status_present):
+                self._pred = (pdu.itt, pdu.final)
         if self._placements and (h[0] & 0x3F == _SCSI_RESPONSE or (
                 h[0] & 0x3F == _DATA_IN and h[1] & 0x01)):
             # Status (a SCSI Response, or Data-In with the S bit, §11.7.4) ends the task:
             # no later PDU for this ITT may write into its buffer, even one parsed
             # before the session has processed this one (a batch of chunks).
-            self._placements.pop(int.from_bytes(h[16:20], "big"), None)
+            itt = int.from_bytes(h[16:20], "big")
+            self._placements.pop(itt, None)
+            self._expect.pop(itt, None)
         item: ParsedItem = pdu
         if self._state == _S_DDIGEST:
             got = int.from_bytes(self._hbuf[_MAX_HEADER:], "little")

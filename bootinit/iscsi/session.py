@@ -123,7 +123,7 @@ from bootinit.scsi import cdb as scsi_cdb
 from bootinit.scsi.lun import lun_field
 from bootinit.scsi.sense import ScsiError, SenseKey, Status
 from netstack.link.base import BytesLike
-from netstack.tcp.placement import Placed
+from netstack.tcp.placement import Continuation, Placed
 
 log = logging.getLogger("bootinit.iscsi.session")
 
@@ -296,6 +296,9 @@ class Session:
         # and the fatal error that stopped it, if any (both cleared with the parser).
         self._ahead: list[ParsedItem] = []
         self._ahead_error: IscsiError | None = None
+        #: Called when a task's buffer stops being a placement destination (the
+        #: transport drops any placement window it was given, :meth:`placement_window`).
+        self.placement_revoked: Callable[[], None] | None = None
         self._login: LoginMachine | None = None
         self._hd = False
         self._dd = False
@@ -550,6 +553,15 @@ class Session:
     def has_parsed_ahead(self) -> bool:
         """Whether PDUs (or an error) from :meth:`parse_ahead` wait to be processed."""
         return bool(self._ahead) or self._ahead_error is not None
+
+    def placement_next(self) -> Continuation | None:
+        """What likely follows :meth:`placement_window`: the next Data-In of the same
+        task (:meth:`PduParser.placement_next`); None when not predicted, and always
+        outside the full feature phase."""
+        parser = self._parser
+        if parser is None or not self.can_parse_ahead():
+            return None
+        return parser.placement_next()
 
     def placement_window(self) -> memoryview | None:
         """Where the next received bytes belong, when the parser knows (the rest of a
@@ -1078,6 +1090,7 @@ class Session:
         self._hd, self._dd = p.header_digest, p.data_digest
         self._parser.set_digests(p.header_digest, p.data_digest)
         self._parser.max_recv_data_segment_length = p.max_recv_data_segment_length
+        self._parser.data_in_order = p.data_pdu_in_order and p.data_sequence_in_order
         self._login = None
         self._redirects = 0
         self._last_rx = now
@@ -1288,6 +1301,9 @@ class Session:
             del self._active[task.itt]
             if self._parser is not None:
                 self._parser.unplace(task.itt)
+                if self.placement_revoked is not None:
+                    # the transport may hold a window into the task's buffer
+                    self.placement_revoked()
             self._mark_stale(task.itt)
         if self._tmfs:
             # A task that is done or queued again has no business with its task

@@ -468,6 +468,47 @@ class TapLink:
             return n, trusted, body, spill[:0]
         return n, trusted, room, spill[:body - room]
 
+    def recv_split(self, head: bytearray, dest: memoryview, gap: memoryview,
+                   then: memoryview
+                   ) -> tuple[int, bool, int, memoryview, int, memoryview] | None:
+        """:meth:`recv_placed` with a continuation (:mod:`netstack.tcp.placement`): the
+        frame scattered over ``head``, ``dest`` (the rest of the placement window, maybe
+        empty), ``gap`` (the predicted header), ``then`` (where the bytes after it
+        belong) and the spill buffer, by one ``readv``. Returns ``(frame length,
+        checksum vouched for, bytes written to dest, the part of gap written, bytes
+        written to then, the rest in the spill buffer)``, or None when no frame is
+        waiting."""
+        spill = self._spill
+        if spill is None:
+            spill = self._spill = memoryview(bytearray(GSO_FRAME_MAX + 1))
+        c = self._c
+        bufs = (head, dest, gap, then, spill)
+        while True:
+            try:
+                got = os.readv(self._fd, bufs)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+            n = got - VNET_HLEN
+            if ETH_HLEN <= n <= GSO_FRAME_MAX:
+                break
+            c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
+        trusted = self._count_vnet_rx(n, head[0], head[1])
+        body = got - len(head)
+        room = len(dest)
+        if body <= room:
+            return n, trusted, max(body, 0), gap[:0], 0, spill[:0]
+        body -= room
+        g = len(gap)
+        if body <= g:
+            return n, trusted, room, gap[:body], 0, spill[:0]
+        body -= g
+        t = len(then)
+        if body <= t:
+            return n, trusted, room, gap, body, spill[:0]
+        return n, trusted, room, gap, t, spill[:body - t]
+
     def recv(self) -> bytes | None:
         """Read one frame (at most mtu + 14 bytes), or None when none is waiting.
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, cast
 
 from netstack.counters import Counters
 from netstack.tcp import seq as sq
-from netstack.tcp.placement import Placed
+from netstack.tcp.placement import Continuation, Placed
 from netstack.tcp.segment import (
     ACK,
     FIN,
@@ -117,6 +117,7 @@ _T_PTO = 5  # tail loss probe (RFC 8985 §7.2)
 _T_RACK = 6  # a resent segment's gate passes: resend it if still lost (RFC 8985 §6.3)
 
 _MASK = sq.MASK
+_EMPTY_VIEW = memoryview(bytearray(0))  # an empty, writable placement window
 _HALF = sq.HALF
 #: States in which the peer holds the connection open, so an end without its knowing
 #: leaves it sending (``TcpLayer.bury``).
@@ -180,6 +181,8 @@ class TcpConnection:
         # what came so far and name its next destination in the middle of a batch.
         self._place_buf: memoryview | None = None
         self._place_seq = 0
+        # what follows _place_buf (a predicted header, then its payload's place)
+        self.place_then: Continuation | None = None
         self._placed_any = False
         self.placement_refill: Callable[[], None] | None = None
         # sorted, non-overlapping (seq, data); a block grows in place at its tail
@@ -325,18 +328,26 @@ class TcpConnection:
         return out
 
     # ------------------------------------------------------ direct placement
-    def set_placement(self, buf: memoryview | None) -> None:
+    def set_placement(self, buf: memoryview | None,
+                      then: Continuation | None = None) -> None:
         """The consumer's next stream bytes — from the first byte it has not taken yet
         (RCV.NXT less what waits in the receive queue) — belong in ``buf``; None: no
-        destination known. Only for a consumer of :meth:`recv_chunks` (see
+        destination known. ``then``: what follows ``buf`` (a header of ``then.gap``
+        bytes, then bytes for ``then.buf``; ``buf`` may then be empty: the header comes
+        next). Only for a consumer of :meth:`recv_chunks` (see
         :mod:`netstack.tcp.placement`). The link places only in-order payload of the
-        header-predicted path, and never beyond ``buf``."""
-        if buf is None or not len(buf):
+        header-predicted path, and never beyond ``buf`` (or ``then.buf``, once
+        ``then.accept`` has vouched for the header in between)."""
+        if buf is None:
+            buf = _EMPTY_VIEW
+        if not len(buf) and then is None:
             self._place_buf = None
+            self.place_then = None
             return
         if buf.readonly:
             raise ValueError("a placement buffer must be writable")
         self._place_buf = buf
+        self.place_then = then
         self._place_seq = self.consumer_seq()
         self._placed_any = True
         self.layer.placing = self
@@ -356,7 +367,8 @@ class TcpConnection:
             return None
         off = (self.rcv_nxt - self._place_seq) & _MASK
         if off >= len(buf):
-            return None
+            # at its end with a continuation: an empty window (the header comes next)
+            return buf[off:] if off == len(buf) and self.place_then is not None else None
         return buf[off:]
 
     def _plain_queue(self, what: str) -> deque[bytes | memoryview]:
@@ -627,7 +639,8 @@ class TcpConnection:
     def receive_predicted(self, seqno: int, ack: int, offflags: int, window: int,
                           tsopt: int, ts_val: int, ts_ecr: int, segment: memoryview,
                           now: float, placed: int = 0,
-                          tail: memoryview | None = None) -> bool:
+                          tail: memoryview | None = None,
+                          gap: memoryview | None = None, then_n: int = 0) -> bool:
         """Header prediction: take the common segment of a bulk transfer without the full
         walk of :meth:`receive` (Van Jacobson's fast path, as 4.4BSD ``tcp_input`` and
         Linux ``tcp_rcv_established`` do). True when the segment was handled; False,
@@ -658,7 +671,12 @@ class TcpConnection:
         Placed (``tail`` not None, :mod:`netstack.tcp.placement`): ``segment`` is the
         header alone; the payload's first ``placed`` bytes are already in the placement
         buffer at RCV.NXT and ``tail`` holds the rest (in a buffer the link reuses, so it
-        is copied). The checks are the same; the queue gets a ``Placed`` marker.
+        is copied). The checks are the same; the queue gets a ``Placed`` marker. With a
+        continuation (:class:`~netstack.tcp.placement.Continuation`, ``gap`` not None):
+        the payload filled the window, ``gap`` holds the next bytes (the predicted
+        header, copied) and ``then_n`` bytes after them went to the continuation's
+        buffer, which ``accept`` must vouch for; the queue gets ``Placed``, the gap,
+        ``Placed``, and the continuation's buffer becomes the window.
         """
         if not self._hp or self.state is not _ESTABLISHED or self._ooo:
             return False
@@ -682,17 +700,34 @@ class TcpConnection:
         flight = (self.snd_max - una) & _MASK
         if acked > flight or flight >= _HALF:
             return False
+        span = 0
         if tail is None:
             plen = len(segment) - hlen
         else:
             if len(segment) != hlen:
                 return False
-            if placed:  # within the placement target (see placement_target)
+            if placed or gap is not None:  # within the placement target
                 buf = self._place_buf
-                if buf is None or \
-                        placed > len(buf) - ((rcv_nxt - self._place_seq) & _MASK):
+                if buf is None:
                     return False
-            plen = placed + len(tail)
+                room = len(buf) - ((rcv_nxt - self._place_seq) & _MASK)
+                if placed > room:
+                    return False
+                if gap is not None:
+                    # the window filled, the gap after it, and the continuation's
+                    # buffer only behind a complete gap its consumer vouched for
+                    then = self.place_then
+                    if then is None or placed != room or len(gap) > then.gap or \
+                            then_n > len(then.buf):
+                        return False
+                    if len(gap) == then.gap:
+                        span = then.accept(gap, then_n)
+                        if span < then_n or span > len(then.buf) or (then_n and not span):
+                            return False
+                    elif then_n:
+                        return False
+            plen = placed + len(tail) if gap is None else \
+                placed + len(gap) + then_n + len(tail)
         if not plen and not acked:
             return False
         # Some tests below follow from invariants elsewhere (RCV.NXT <= our advertised
@@ -743,6 +778,21 @@ class TcpConnection:
                 else:
                     q.append(Placed(placed))
                 c["bytes_placed"] += placed
+            if gap is not None:
+                if len(gap):
+                    q.append(bytes(gap))
+                then = self.place_then
+                if then is not None and len(gap) == then.gap:
+                    # past the gap: the continuation's buffer, as far as the header
+                    # said, is the window now (none when the header was not the one
+                    # predicted and nothing was placed behind it)
+                    self._place_buf = then.buf[:span] if span else None
+                    self._place_seq = (rcv_nxt + placed + then.gap) & _MASK
+                    self.place_then = None
+                    if then_n:
+                        q.append(Placed(then_n))
+                        c["bytes_placed"] += then_n
+                        c["placed_ahead"] += 1
             if len(tail):
                 q.append(bytes(tail))
         else:
@@ -1425,6 +1475,7 @@ class TcpConnection:
         self._ooo.clear()
         self._ooo_bytes = 0
         self._place_buf = None
+        self.place_then = None
         self.placement_refill = None
         self.layer.forget(self)
         self._notify()

@@ -315,11 +315,14 @@ class TcpLayer:
         conn.receive(seg, now)
 
     def receive_placed(self, src: bytes, header: memoryview, placed: int,
-                       tail: memoryview, now: float) -> bool:
+                       tail: memoryview, now: float, gap: memoryview | None = None,
+                       then_n: int = 0) -> bool:
         """A segment whose payload the link read partly into the placing connection's
         buffer (:mod:`netstack.tcp.placement`): ``header`` is the TCP header alone,
         ``placed`` payload bytes are at the connection's placement target and ``tail``
-        holds the rest. The link vouched for the checksum. True when it was the predicted
+        holds the rest (``gap`` and ``then_n``: a continuation's header and the bytes
+        placed behind it, :meth:`TcpConnection.receive_predicted`). The link vouched for
+        the checksum. True when it was the predicted
         in-order segment of that connection (taken and counted as :meth:`receive` would);
         False, with nothing changed, otherwise: the caller then joins the frame and hands
         it to the ordinary path."""
@@ -336,12 +339,13 @@ class TcpLayer:
             return False
         return self.receive_placed_fields(conn, src, sport, dport, seqno, ack, offflags,
                                           window, tsopt, ts_val, ts_ecr, header, now,
-                                          placed, tail)
+                                          placed, tail, gap, then_n)
 
     def receive_placed_fields(self, conn: TcpConnection, src: bytes, sport: int,
                               dport: int, seqno: int, ack: int, offflags: int, window: int,
                               tsopt: int, ts_val: int, ts_ecr: int, header: memoryview,
-                              now: float, placed: int, tail: memoryview) -> bool:
+                              now: float, placed: int, tail: memoryview,
+                              gap: memoryview | None = None, then_n: int = 0) -> bool:
         """:meth:`receive_placed` after its unpack, for a caller that read the TCP header
         fields already (``Interface.receive_placed`` reads all three headers at once):
         the segment must be ``conn``'s (the placing connection) and predicted."""
@@ -349,7 +353,7 @@ class TcpLayer:
             return False
         self._now = now
         if not conn.receive_predicted(seqno, ack, offflags, window, tsopt, ts_val, ts_ecr,
-                                      header, now, placed, tail):
+                                      header, now, placed, tail, gap, then_n):
             return False
         self._c["segments_in"] += 1
         return True

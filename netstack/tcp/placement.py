@@ -23,7 +23,9 @@ written by the consumer either way (placed, or copied out of an ordinary chunk).
 
 from __future__ import annotations
 
-__all__ = ["Placed"]
+from collections.abc import Callable
+
+__all__ = ["Continuation", "Placed"]
 
 
 class Placed:
@@ -40,3 +42,34 @@ class Placed:
 
     def __repr__(self) -> str:
         return f"Placed({self.n})"
+
+
+class Continuation:
+    """Where the stream goes on after the current placement window (a prediction of the
+    consumer's): the next ``gap`` bytes are ordinary stream bytes (the next PDU's header,
+    which the consumer parses), and the bytes after them belong in ``buf``.
+
+    The link scatters a frame that runs past the window over the window, a ``gap``-byte
+    buffer and ``buf``. Once the gap is complete, ``accept(gap_bytes, n)`` (the gap as
+    received, ``n`` bytes written to ``buf``) must confirm the prediction by returning
+    how much of ``buf`` the header's payload spans (at least ``n``; 0 refuses): only
+    then are the ``n`` bytes passed on as :class:`Placed` (they must be exactly where
+    the consumer will want them once it has parsed the gap), and that span of ``buf``
+    becomes the placement window. When it refuses bytes placed, the frame is put back
+    together and takes the ordinary path, as any frame that misses placement; what was
+    written into ``buf`` then lies beyond the consumer's stream position in a range it
+    expects to be written (see the module doc).
+    """
+
+    __slots__ = ("accept", "buf", "gap")
+
+    def __init__(self, gap: int, buf: memoryview,
+                 accept: Callable[[memoryview, int], int]) -> None:
+        if gap <= 0 or not len(buf) or buf.readonly:
+            raise ValueError("a continuation needs a gap and a writable, non-empty buffer")
+        self.gap = gap
+        self.buf = buf
+        self.accept = accept
+
+    def __repr__(self) -> str:
+        return f"Continuation(gap={self.gap}, buf={len(self.buf)} bytes)"

@@ -56,7 +56,11 @@ def test_reads_are_placed_and_equal_the_backing_file(
             dev.wait(*reqs)
             assert buf == content
             placed = tcp["bytes_placed"] - placed0
-            assert placed > len(content) // 2, f"only {placed} bytes placed"
+            # the next Data-In predicted at PDU boundaries (placement_next): bytes past
+            # a known window placed too (tgtd answering its first commands out of
+            # order costs some misses)
+            assert placed > len(content) * 3 // 4, f"only {placed} bytes placed"
+            assert tcp["placed_ahead"] > 0
 
             # mixed random reads and writes at queue depth 32, each read checked against
             # what the LUN holds at that moment (our own model of it)

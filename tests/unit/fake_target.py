@@ -617,7 +617,9 @@ class Harness:
         (as the TCP glue does with one batch of frames) instead of one by one;
         ``place``: as the stack with direct placement does (netstack.tcp.placement):
         each piece's head written straight into :meth:`Session.placement_window` when
-        there is one and passed as ``Placed``, pieces parsed ahead
+        there is one and passed as ``Placed`` (and past it, with the
+        :meth:`Session.placement_next` continuation, the next header and the bytes
+        after it, when its ``accept`` agrees), pieces parsed ahead
         (:meth:`Session.parse_ahead`) or received, at random."""
         self.now = t0
         self.target = target
@@ -634,6 +636,8 @@ class Harness:
         self.batch = batch
         self.place = place
         self.placed = 0
+        self.placed_ahead = 0  # pieces taken with a continuation (placement_next)
+        self.missed_ahead = 0  # pieces a continuation refused
         self.rng = random.Random(seed)
         self.up = False
         self.connects: list[Portal] = []
@@ -703,6 +707,34 @@ class Harness:
             end = min(pos + n, len(back))
             chunks: list[bytes | Placed] = []
             window = s.placement_window()
+            then = s.placement_next()
+            adopted: memoryview | None = None
+            if then is not None and self.rng.random() < 0.8:
+                # the stack's _recv_split: window, gap, continuation, spill in one
+                # readv; taken only when the continuation accepts the gap, else the
+                # whole piece as ordinary bytes (what readv wrote stays where it went)
+                k = min(len(window) if window is not None else 0, end - pos)
+                if window is not None:
+                    window[:k] = back[pos:pos + k]
+                g = back[pos + k:min(end, pos + k + then.gap)]
+                m = min(len(then.buf), max(0, end - (pos + k + then.gap)))
+                then.buf[:m] = back[pos + k + then.gap:pos + k + then.gap + m]
+                span = then.accept(memoryview(g), m) if len(g) == then.gap else 0
+                if not m or span:
+                    # (a piece that ends before the continuation's buffer needs no
+                    # accept: its bytes past the window are ordinary ones); the
+                    # connection's window from then on: the span the header gave
+                    if span > m:
+                        adopted = then.buf[m:span]
+                    chunks += [Placed(k)] if k else []
+                    chunks += [g] if g else []
+                    chunks += [Placed(m)] if m else []
+                    self.placed += k + m
+                    self.placed_ahead += bool(m)
+                    pos += k + len(g) + m
+                else:
+                    self.missed_ahead += 1
+                window = None
             if window is not None:
                 k = min(len(window), end - pos)
                 window[:k] = back[pos:pos + k]
@@ -721,6 +753,13 @@ class Harness:
                     and bytes(ahead[:1]) == bytes(now_w[:1]))
             else:
                 s.receive_chunks(chunks, self.now)
+            if adopted is not None and self.up:
+                # where the stack goes on placing is where the parser now wants it
+                now_w = s.placement_window()
+                assert now_w is not None and len(now_w) == len(adopted)
+                for mark in (0xA5, 0x5A):  # (not yet received: written over later)
+                    adopted[0] = mark
+                    assert now_w[0] == mark
         if s.has_parsed_ahead():
             s.receive_chunks([], self.now)
 

@@ -38,14 +38,14 @@ from bootinit.scsi import cdb
 from netstack.interface import Interface, InterfaceConfig
 from netstack.tcp import seq as sq
 from netstack.tcp.connection import TcpConnection, TcpError
-from netstack.tcp.placement import Placed
+from netstack.tcp.placement import Continuation, Placed
 from netstack.tcp.segment import ACK, PSH, OutSegment
 from tests.unit.fake_target import FakeTarget, Harness, TargetSettings
 from tests.unit.tcp_sim import A_IP, B_IP
 from tests.unit.test_tcp_fastpath import MSS, Twins, counters, random_stream, snapshot
 
 _PLACEMENT_KEYS = ("_rcvq", "_place_buf", "_place_seq", "_placed_any",
-                   "placement_refill")
+                   "placement_refill", "place_then")
 
 
 def snap(conn: TcpConnection) -> dict[str, Any]:
@@ -227,6 +227,163 @@ def test_placement_target_follows_the_consumer_position() -> None:
     assert target is not None and len(target) == 3000  # 1000 of it is queued already
     with pytest.raises(ValueError):
         conn.set_placement(memoryview(b"readonly"))
+
+
+def _raw(item: bytes | memoryview | Placed) -> bytes:
+    """A queued item that is not a ``Placed`` marker, as bytes."""
+    assert not isinstance(item, Placed)
+    return bytes(item)
+
+
+def _split(tw: PlacedTwins, window: int, gap: int, accept: bool | None
+           ) -> tuple[bool, memoryview, memoryview, list[tuple[memoryview, int]]]:
+    """One in-order segment of ``window + gap + 300`` bytes, scattered as the stack's
+    ``_recv_split`` does over a fresh window of ``window`` bytes, a ``gap``-byte header
+    and a continuation buffer; the twin takes it the full way. Returns whether the
+    placed path took it, the window, the continuation's buffer, and what ``accept``
+    was asked (``accept`` None: the continuation's answer is True but must not be
+    needed)."""
+    conn, layer = tw.conns[0], tw.layers[0]
+    win = memoryview(bytearray(window))
+    nxt = memoryview(bytearray(1000))
+    asked: list[tuple[memoryview, int]] = []
+
+    def check(g: memoryview, n: int) -> int:
+        asked.append((g, n))
+        return 0 if accept is False else 600  # the header's data: 600 of the 1000
+
+    conn.set_placement(win, Continuation(gap, nxt, check))
+    tw.buf = None  # the twins' stream check assumes one buffer: done here instead
+    size = window + gap + 300
+    tw.peer_ts += 1
+    seg = tw.segment(tw.peer_nxt, size)
+    tw.peer_nxt = sq.add(tw.peer_nxt, size)
+    hl = 32 if conn.ts_ok else 20
+    payload = seg[hl:]
+    win[:] = payload[:window]
+    g = memoryview(bytearray(payload[window:window + gap]))
+    m = len(payload) - window - gap
+    nxt[:m] = payload[window + gap:]
+    taken = layer.receive_placed(B_IP, memoryview(seg)[:hl], window, memoryview(b""),
+                                 tw.now, g, m)
+    if not taken:
+        layer.receive(B_IP, A_IP, memoryview(seg), tw.now)
+    tw.layers[1].receive(B_IP, A_IP, memoryview(seg), tw.now)
+    assert snap(conn) == snap(tw.conns[1])
+    return taken, win, nxt, asked
+
+
+def test_continuation_places_past_the_gap_when_accepted() -> None:
+    """A segment running past the window: its first bytes fill the window, the next
+    ``gap`` are queued as ordinary bytes (the header the consumer parses), the rest lie
+    in the continuation's buffer, which becomes the window as far as ``accept`` said
+    the header's payload goes; the stream is the twin's."""
+    tw = predicting(PlacedTwins(7, region=1 << 16))
+    conn = tw.conns[0]
+    taken, win, nxt, asked = _split(tw, 500, 48, True)
+    assert taken
+    assert [(type(x), len(x)) for x in conn._rcvq] == [(Placed, 500), (bytes, 48),
+                                                        (Placed, 300)]
+    assert len(asked) == 1 and asked[0][1] == 300
+    stream = bytes(win) + _raw(conn._rcvq[1]) + bytes(nxt[:300])
+    assert stream == b"".join(_raw(x) for x in tw.conns[1].recv_chunks())
+    assert bytes(asked[0][0]) == _raw(conn._rcvq[1])
+    target = conn.placement_target()
+    assert target is not None and target.obj is nxt.obj and len(target) == 300
+    target[0] = 0x77
+    assert nxt[300] == 0x77  # the window goes on right behind the placed bytes
+    assert conn.place_then is None
+    assert conn.layer.counters.layer("tcp")["placed_ahead"] == 1
+
+
+def test_continuation_refused_sends_the_segment_the_ordinary_way() -> None:
+    """``accept`` says no: nothing placed, the segment queued as the full path queues
+    it (the caller joins the frame), the placement unchanged."""
+    tw = predicting(PlacedTwins(8, region=1 << 16))
+    conn = tw.conns[0]
+    taken, _win, _nxt, asked = _split(tw, 500, 48, False)
+    assert not taken and len(asked) == 1
+    assert not any(isinstance(x, Placed) for x in conn._rcvq)
+    assert b"".join(_raw(x) for x in conn.recv_chunks()) == \
+        b"".join(_raw(x) for x in tw.conns[1].recv_chunks())
+    assert conn.place_then is not None  # still waiting for the window to fill
+    assert "placed_ahead" not in conn.layer.counters.layer("tcp")
+
+
+def test_continuation_not_reached_needs_no_accept() -> None:
+    """A segment that ends inside the window, or inside the gap, asks nothing: the gap's
+    bytes received so far are ordinary ones and the continuation is not taken up."""
+    tw = predicting(PlacedTwins(9, region=1 << 16))
+    conn = tw.conns[0]
+    win = memoryview(bytearray(5000))
+    nxt = memoryview(bytearray(100))
+    asked: list[int] = []
+
+    def accept(g: memoryview, n: int) -> int:
+        asked.append(n)
+        return len(nxt)
+
+    then = Continuation(48, nxt, accept)
+    conn.set_placement(win, then)
+    tw.buf = win
+    tw.deliver(tw.segment(tw.peer_nxt, 1000))  # inside the window: the plain placed path
+    tw.peer_nxt = sq.add(tw.peer_nxt, 1000)
+    assert tw.placed_segments == 1 and conn.place_then is then
+    hl = 32 if conn.ts_ok else 20
+    tw.peer_ts += 1
+    seg = tw.segment(tw.peer_nxt, 4020)  # the window's rest and 20 bytes of the gap
+    tw.peer_nxt = sq.add(tw.peer_nxt, 4020)
+    win[1000:] = seg[hl:hl + 4000]
+    assert tw.layers[0].receive_placed(B_IP, memoryview(seg)[:hl], 4000, memoryview(b""),
+                                       tw.now, memoryview(seg)[hl + 4000:], 0)
+    tw.layers[1].receive(B_IP, A_IP, memoryview(seg), tw.now)
+    assert asked == []
+    assert [(type(x), len(x)) for x in conn._rcvq] == [(Placed, 5000), (bytes, 20)]
+    assert conn.placement_target() is None  # past the window, the header incomplete
+    assert snap(conn) == snap(tw.conns[1])
+
+
+@pytest.mark.parametrize("span", [0, 200])
+def test_continuation_after_a_complete_gap_alone(span: int) -> None:
+    """A segment that ends right after the gap places nothing behind it, yet the header
+    decides the window from then on: its span when ``accept`` agrees, none when not."""
+    tw = predicting(PlacedTwins(11, region=1 << 16))
+    conn = tw.conns[0]
+    win = memoryview(bytearray(500))
+    nxt = memoryview(bytearray(1000))
+    conn.set_placement(win, Continuation(48, nxt, lambda g, n: span))
+    hl = 32 if conn.ts_ok else 20
+    tw.peer_ts += 1
+    seg = tw.segment(tw.peer_nxt, 548)
+    win[:] = seg[hl:hl + 500]
+    assert tw.layers[0].receive_placed(B_IP, memoryview(seg)[:hl], 500, memoryview(b""),
+                                       tw.now, memoryview(seg)[hl + 500:], 0)
+    tw.layers[1].receive(B_IP, A_IP, memoryview(seg), tw.now)
+    assert snap(conn) == snap(tw.conns[1])
+    assert [(type(x), len(x)) for x in conn._rcvq] == [(Placed, 500), (bytes, 48)]
+    target = conn.placement_target()
+    assert (target is None) if not span else (target is not None and len(target) == span
+                                              and target.obj is nxt.obj)
+
+
+def test_continuation_must_follow_a_full_window() -> None:
+    """Bytes for the gap while the window is not full are refused (the link never
+    scatters so; the check keeps the stream exact)."""
+    tw = predicting(PlacedTwins(10, region=1 << 16))
+    conn = tw.conns[0]
+    conn.set_placement(memoryview(bytearray(600)),
+                       Continuation(48, memoryview(bytearray(1000)), lambda g, n: 1000))
+    hl = 32 if conn.ts_ok else 20
+    tw.peer_ts += 1
+    seg = tw.segment(tw.peer_nxt, 500 + 48 + 300)
+    assert not tw.layers[0].receive_placed(
+        B_IP, memoryview(seg)[:hl], 500, memoryview(b""), tw.now,
+        memoryview(seg)[hl + 500:hl + 548], 300)
+    assert not conn._rcvq
+    with pytest.raises(ValueError):
+        Continuation(0, memoryview(bytearray(1)), lambda g, n: 1)
+    with pytest.raises(ValueError):
+        Continuation(48, memoryview(b"readonly"), lambda g, n: 8)
 
 
 # ------------------------------------------------------------------ interface
@@ -438,6 +595,109 @@ def test_placed_bytes_where_none_are_expected_stop_the_parser() -> None:
         p2.feed(Placed(101))
 
 
+def _data_in_more(itt: int, offset: int, data: bytes) -> bytes:
+    """A Data-In without the F bit (more data of the task follows, §11.7.1)."""
+    pdu = bytearray(_data_in(itt, offset, data))
+    pdu[1] = 0
+    return bytes(pdu)
+
+
+def _predicting_parser(**kw: Any) -> PduParser:
+    p = PduParser(max_recv_data_segment_length=1 << 16, pause_after_login=False, **kw)
+    p.data_in_order = True
+    return p
+
+
+def test_parser_predicts_the_same_tasks_next_data_in() -> None:
+    """Inside (and right after) a Data-In without F: the task's next Data-In, its data at
+    this one's end; accept checks the header the frame brings field by field."""
+    buf = bytearray(3 * 4096)
+    p = _predicting_parser()
+    p.place(5, buf)
+    first = _data_in_more(5, 0, b"a" * 4096)
+    assert p.placement_next() is None  # nothing parsed yet
+    p.feed(first[:100])
+    then = p.placement_next()
+    assert then is not None and then.gap == 48
+    assert then.buf.obj is memoryview(buf).obj and len(then.buf) == 8192
+    then.buf[0] = 0x55
+    assert buf[4096] == 0x55  # a view of the task's buffer at offset 4096
+    good = _data_in(5, 4096, b"b" * 4096)[:48]
+    assert then.accept(memoryview(good), 4096) == 4096  # the window: its data
+    assert then.accept(memoryview(good), 1) == 4096
+    short = _data_in(5, 4096, b"b" * 1000)[:48]
+    assert then.accept(memoryview(short), 1000) == 1000  # not the whole buffer
+    assert not then.accept(memoryview(good), 4097)  # more placed than its data
+    assert not then.accept(memoryview(good[:47]), 1)
+    for bad in (_data_in(6, 4096, b"b" * 4096), _data_in(5, 0, b"b" * 4096),
+                _data_in(5, 8192 - 512, b"b" * 4096),  # runs past the buffer
+                b"\x21" + good[1:48],  # a SCSI Response
+                good[:4] + b"\x01" + good[5:48]):  # with an AHS
+        assert not then.accept(memoryview(bad[:48]), 1), bad[:1]
+    p.feed(first[100:])
+    after = p.placement_next()  # between the PDUs: the same prediction
+    assert after is not None and len(after.buf) == 8192
+    assert after.accept(memoryview(good), 10)
+    p.unplace(5)
+    assert not after.accept(memoryview(good), 10)  # the task's buffer was given back
+    assert p.placement_next() is None
+
+
+def test_parser_after_the_status_predicts_the_oldest_other_task() -> None:
+    """A Data-In with the status ends its task: next, the task placed first among the
+    others, at the offset its data has reached."""
+    p = _predicting_parser()
+    bufs = {itt: bytearray(8192) for itt in (3, 1, 2)}
+    for itt, b in bufs.items():
+        p.place(itt, b)
+    p.feed(_data_in_more(1, 0, b"x" * 4096))  # task 1 got its first half
+    p.feed(_data_in(3, 0, b"y" * 8192, status=True)[:60])
+    then = p.placement_next()
+    assert then is not None and then.buf.obj is memoryview(bufs[1]).obj
+    assert then.accept(memoryview(_data_in(1, 4096, b"z" * 4096)[:48]), 8)
+    assert not then.accept(memoryview(_data_in(1, 0, b"z" * 4096)[:48]), 8)
+    p.feed(_data_in(3, 0, b"y" * 8192, status=True)[60:])
+    after = p.placement_next()  # task 3 is done: still task 1
+    assert after is not None and after.accept(
+        memoryview(_data_in(1, 4096, b"z" * 4096)[:48]), 8)
+
+
+@pytest.mark.parametrize("case", ["not in order", "digest", "padding", "final no status",
+                                  "unplaced", "held"])
+def test_parser_predicts_nothing_it_cannot_vouch_for(case: str) -> None:
+    p = _predicting_parser()
+    p.place(5, bytearray(16384))
+    data = b"a" * (4093 if case == "padding" else 4096)
+    pdu = _data_in_more(5, 0, data)
+    if case == "not in order":
+        p.data_in_order = False
+    elif case == "digest":
+        p.set_digests(False, True)
+    elif case == "final no status":
+        pdu = _data_in(5, 0, data)
+    elif case == "unplaced":
+        pdu = _data_in_more(6, 0, data)
+    p.feed(pdu[:100])
+    if case == "held":
+        p.feed(pdu[100:] + _data_in(5, 4096, data)[:10])  # in the middle of a header
+    assert p.placement_next() is None
+
+
+def test_unplace_in_the_middle_of_a_data_in_leaves_the_buffer_alone() -> None:
+    """The session gives a task's buffer back (abort, timeout) while its Data-In is
+    being parsed: the rest of that data goes elsewhere."""
+    buf = bytearray(4096)
+    p = PduParser(max_recv_data_segment_length=1 << 16, pause_after_login=False)
+    p.place(5, buf)
+    pdu = _data_in(5, 0, b"q" * 4096)
+    p.feed(pdu[:1000])
+    p.unplace(5)
+    assert p.placement_window() is None
+    out = p.feed(pdu[1000:])
+    assert len(out) == 1 and isinstance(out[0], DataIn) and not out[0].placed
+    assert bytes(buf[952:]) == bytes(4096 - 952)
+
+
 # -------------------------------------------------------------------- session
 
 
@@ -473,9 +733,37 @@ def test_session_with_placement_same_as_batched(digests: bool, in_order: bool,
         assert t.violations == []
         if place:  # pieces larger than a PDU place only up to its end
             assert h.placed > (len(data) // 2 if chunk < 16384 else 0)
+            # in order and without digests the next Data-In is placed too
+            assert (h.placed_ahead > 0) == (in_order and not digests)
+            assert h.missed_ahead == 0  # the target sends in command order
         c = s.counters.as_dict()
         results.append((c["commands"], c["pdus_in"], c.get("errors", {})))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("chunk", [5000, 70000])
+def test_wrong_predictions_leave_the_data_right(chunk: int) -> None:
+    """The target answers queued reads newest first: the prediction after each status
+    (the oldest other task) is wrong, the continuation refuses, and what the stack's
+    readv wrote into that task's buffer is overwritten by the task's own data."""
+    t = FakeTarget()
+    op = OperationalConfig(max_recv_data_segment_length=16384)
+    h = Harness(t, chunk=chunk, batch=True, place=True, operational=op, queue_depth=8)
+    h.login()
+    data = bytes(random.Random(9).randbytes(512 * 512))
+    t.luns[0].write(0, data)
+    t.hold = True
+    reads = [h.session.submit(ScsiRequest(cdb.read_cdb(lba, 64), lun=0,
+                                          read_into=bytearray(64 * 512)), now=h.now)
+             for lba in range(0, 512, 64)]  # two Data-In each
+    h.settle()
+    assert len(t.held) == 8
+    t.held.reverse()
+    t.release()
+    h.run_until(lambda: all(r.done for r in reads))
+    assert [bytes(r.request.read_into or b"") for r in reads] == \
+        [data[i * 64 * 512:(i + 1) * 64 * 512] for i in range(8)]
+    assert h.missed_ahead > 0 and h.placed_ahead > 0
 
 
 def test_parse_ahead_is_processed_by_the_next_receive() -> None:
