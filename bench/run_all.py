@@ -559,7 +559,8 @@ def ratios_of(rows: Sequence[Row], kernel_mtu: int) -> list[Ratios]:
         if r.mb_per_s is None:
             continue
         if r.part == "iscsi" and r.who == "bootinit":
-            refs = {w: _mbs(rows, part="iscsi", test=r.test, who=w)
+            refs = {w: _mbs(rows, part="iscsi", test=iscsi_io.reference_test(r.test),
+                            who=w)
                     for w in ("iscsi-perf", "qemu-img")}
             for w, ref in refs.items():
                 if ref:
@@ -673,7 +674,9 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
         qd = info.get("iscsi", {}).get("seq_qd", 32)
         what.append(f"iSCSI: tgtd in a namespace, LUN {_size(s['size'])} on tmpfs, seq "
                     f"{_size(req)} requests x{qd} (iscsi-perf the same), tgtd warmed up "
-                    f"first")
+                    f"first; seq-read: the LUN read round and round for "
+                    f"{s.get('perf_seconds', '?')} s as iscsi-perf does, seq-read-1st: "
+                    f"our one pass right after the write")
     if "tcp" in s["parts"]:
         what.append(f"TCP bulk {_size(s['tcp_size'])} each way (PyTCP "
                     f"{_size(s['pytcp_size'])}), sha256 checked")

@@ -131,6 +131,23 @@ def test_goal_uses_median_of_per_round_ratios() -> None:
     assert g["all_met"] and g["best_ratio"] == pytest.approx(1.0)
 
 
+def test_first_pass_row_is_compared_with_the_tools_seq_read_without_a_goal() -> None:
+    """Our first read pass after the write (``seq-read-1st``) has ratios against the
+    tools' ``seq-read`` rows (they read only so) but no goal verdict: the goal is the
+    like-for-like ``seq-read`` row's."""
+    rounds = seq_read_rounds([200, 200, 200], [250, 250, 250], [100, 100, 100])
+    for k, rnd in enumerate(rounds):
+        rnd.append(mb("iscsi", "seq-read-1st", "bootinit", 1500, "on", 100.0 + k))
+    rows = aggregate(rounds)
+    add_ratios(rows, SETTINGS)
+    (first,) = [r for r in rows if r.test == "seq-read-1st"]
+    assert first.ratios["iscsi-perf"] == pytest.approx(101 / 250)
+    assert first.ratios["qemu-img"] == pytest.approx(101 / 100)
+    assert first.goals == {}
+    (g,) = [g for g in goal_summary(rows) if g["goal"] == "seq-read"]
+    assert g["best_ratio"] == pytest.approx(200 / 250)
+
+
 def test_goal_not_met_when_per_round_median_is_below() -> None:
     rows = aggregate(seq_read_rounds([70, 90, 78], [100, 100, 100], [10, 10, 10]))
     add_ratios(rows, SETTINGS)
