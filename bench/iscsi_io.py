@@ -275,26 +275,46 @@ def run_pipeline(dev: BlockDevice, qd: int, issue: Issue, *, seconds: float | No
     return done, elapsed
 
 
+class SequentialCursor:
+    """Issues sequential requests over ``data`` (from LBA 0) in ``request``-byte
+    pieces, reads into it or writes from it, for :func:`run_pipeline`; with ``until``
+    (a ``time.perf_counter`` value) it wraps round at the end and goes on until then,
+    after at least one whole pass. ``moved``: the bytes of the requests issued."""
+
+    def __init__(self, dev: BlockDevice, kind: str, data: bytearray, request: int,
+                 until: float | None = None) -> None:
+        self.dev = dev
+        self.read = kind == "read"
+        self.view = memoryview(data)
+        self.request = request
+        self.until = until
+        self.pos = 0
+        self.moved = 0
+
+    def __call__(self, cb: IoCallback) -> IoRequest | None:
+        view = self.view
+        if self.pos >= len(view):
+            if self.until is None:
+                return None
+            self.pos = 0
+        if self.until is not None and self.moved >= len(view) and \
+                time.perf_counter() >= self.until:
+            return None
+        pos = self.pos
+        k = min(self.request, len(view) - pos)
+        piece = view[pos:pos + k]
+        lba = pos // self.dev.block_size
+        self.pos = pos + k
+        self.moved += k
+        if self.read:
+            return self.dev.submit_read(lba, k // self.dev.block_size, piece, cb)
+        return self.dev.submit_write(lba, piece, cb)
+
+
 def sequential(dev: BlockDevice, kind: str, data: bytearray, request: int,
                qd: int) -> tuple[int, float]:
     """Read into / write from ``data`` (from LBA 0) in ``request``-byte requests."""
-    bs = dev.block_size
-    view = memoryview(data)
-    pos = 0
-
-    def issue(cb: IoCallback) -> IoRequest | None:
-        nonlocal pos
-        if pos >= len(view):
-            return None
-        k = min(request, len(view) - pos)
-        piece = view[pos:pos + k]
-        lba = pos // bs
-        pos += k
-        if kind == "read":
-            return dev.submit_read(lba, k // bs, piece, cb)
-        return dev.submit_write(lba, piece, cb)
-
-    n, elapsed = run_pipeline(dev, qd, issue)
+    n, elapsed = run_pipeline(dev, qd, SequentialCursor(dev, kind, data, request))
     if kind == "write":
         t0 = time.perf_counter()
         dev.flush()
@@ -308,28 +328,10 @@ def cyclic_reads(dev: BlockDevice, data: bytearray, request: int, qd: int,
     ``seconds``: iscsi-perf's sequential mode (``-t``), which reads the LUN cyclically
     for its time. At least one whole pass, so every byte of ``data`` is read again
     (the caller compares it with the LUN). Returns (requests, seconds, bytes)."""
-    bs = dev.block_size
-    view = memoryview(data)
-    pos = moved = 0
-    first_pass = True
-    end = time.perf_counter() + seconds
-
-    def issue(cb: IoCallback) -> IoRequest | None:
-        nonlocal pos, first_pass, moved
-        if pos >= len(view):
-            pos = 0
-            first_pass = False
-        if not first_pass and time.perf_counter() >= end:
-            return None
-        k = min(request, len(view) - pos)
-        piece = view[pos:pos + k]
-        lba = pos // bs
-        pos += k
-        moved += k
-        return dev.submit_read(lba, k // bs, piece, cb)
-
-    n, elapsed = run_pipeline(dev, qd, issue)
-    return n, elapsed, moved
+    cursor = SequentialCursor(dev, "read", data, request,
+                              until=time.perf_counter() + seconds)
+    n, elapsed = run_pipeline(dev, qd, cursor)
+    return n, elapsed, cursor.moved
 
 
 def random_reads(dev: BlockDevice, expect: bytes | bytearray, qd: int, count: int,
@@ -747,11 +749,12 @@ def table(rows: list[Row], info: dict[str, Any]) -> str:
         rp = f"{r.ratio_iscsi_perf:11.2f}" if r.ratio_iscsi_perf is not None else f"{'-':>11}"
         rq = f"{r.ratio_qemu_img:9.2f}" if r.ratio_qemu_img is not None else f"{'-':>9}"
         mtu = str(r.mtu) if r.mtu is not None else "-"
+        secs = f"{r.seconds:8.2f}" if r.seconds >= 0.1 else f"{r.seconds:8.4f}"  # (tiny LUNs)
         cpu = f"{r.cpu_ms_per_mib:6.2f}" if r.cpu_ms_per_mib is not None else f"{'-':>6}"
         tgt = (f"{r.target_ms_per_mib:6.2f}" if r.target_ms_per_mib is not None
                else f"{'-':>6}")
         lines.append(f"{r.test:<15} {r.initiator:<10} {mtu:>5} {r.mb_per_s:9.1f} {iops} "
-                     f"{reqs} {r.seconds:8.2f} {rp} {rq} {cpu} {tgt}  {r.note}".rstrip())
+                     f"{reqs} {secs} {rp} {rq} {cpu} {tgt}  {r.note}".rstrip())
     return "\n".join(lines)
 
 

@@ -106,7 +106,7 @@ class NetStack:
         self._closed = False
         # header buffers of _recv_placed by size, with a view of each past the vnet header
         self._heads: dict[int, tuple[bytearray, memoryview]] = {}
-        self._gap = memoryview(bytearray(64))  # a continuation's header (_recv_split)
+        self._gap = memoryview(bytearray(64))  # a continuation's header (_recv_placed)
         self._c_tcp = self.counters.layer("tcp")
 
     # ----------------------------------------------------------------- life
@@ -201,9 +201,7 @@ class NetStack:
                         dest = conn.placement_target()
                         then = conn.place_then
                     if dest is not None and (then is not None or len(dest) >= PLACE_MIN):
-                        n = self._recv_placed(self._offload, conn, dest, now) \
-                            if then is None else \
-                            self._recv_split(self._offload, conn, dest, then, now)
+                        n = self._recv_placed(self._offload, conn, dest, then, now)
                         if n is None:
                             break
                         budget -= n
@@ -240,44 +238,39 @@ class NetStack:
             bufs = self._heads[hlen] = (head, memoryview(head)[VNET_HLEN:])
         return bufs
 
-    def _recv_split(self, link: TapLink, conn: TcpConnection, dest: memoryview,
-                    then: Continuation, now: float) -> int | None:
-        """:meth:`_recv_placed` with the connection's continuation: a frame that runs
-        past the window has its next ``then.gap`` bytes (the predicted header) read
-        apart and what follows into ``then.buf``; taken placed when the connection
-        (and the continuation's ``accept``) agree, else joined for the ordinary path."""
-        head, hdr = self._head_buffers(conn)
-        if then.gap > len(self._gap):
-            self._gap = memoryview(bytearray(then.gap))
-        got = link.recv_split(head, dest, self._gap[:then.gap], then.buf)
-        if got is None:
-            return None
-        n, trusted, placed, gap, then_n, tail = got
-        if trusted and (placed or len(gap)) and self.iface.receive_placed(
-                hdr, n, placed, tail, now, gap if len(gap) else None, then_n):
-            return n
-        if placed or len(gap):
-            self._c_tcp["placement_missed"] += 1
-        frame = b"".join((hdr[:n], dest[:placed], gap, then.buf[:then_n], tail))
-        self.iface.receive_frame(frame, now, trusted)
-        return n
-
     def _recv_placed(self, link: TapLink, conn: TcpConnection, dest: memoryview,
-                     now: float) -> int | None:
+                     then: Continuation | None, now: float) -> int | None:
         """Read one frame for direct placement into ``dest`` (the frame's length, or
         None when none was waiting): the predicted segment of ``conn`` is taken with its
         payload where it belongs; anything else is joined and takes the ordinary path
-        (counted as ``tcp.placement_missed`` when payload had gone to ``dest``)."""
+        (counted as ``tcp.placement_missed`` when payload had gone to ``dest``). With
+        the connection's continuation ``then``, a frame that runs past the window has
+        its next ``then.gap`` bytes (the predicted header) read apart and what follows
+        into ``then.buf``, taken only when the connection (and ``then.accept``) agree."""
         head, hdr = self._head_buffers(conn)
-        got = link.recv_placed(head, dest)
-        if got is None:
-            return None
-        n, trusted, placed, tail = got
-        if placed and trusted and self.iface.receive_placed(hdr, n, placed, tail, now):
+        gap: memoryview | None = None
+        then_n = 0
+        if then is None:
+            got = link.recv_placed(head, dest)
+            if got is None:
+                return None
+            n, trusted, placed, tail = got
+        else:
+            if then.gap > len(self._gap):
+                self._gap = memoryview(bytearray(then.gap))
+            split = link.recv_split(head, dest, self._gap[:then.gap], then.buf)
+            if split is None:
+                return None
+            n, trusted, placed, g, then_n, tail = split
+            if len(g):
+                gap = g
+        if (placed or gap is not None) and trusted and self.iface.receive_placed(
+                hdr, n, placed, tail, now, gap, then_n):
             return n
-        if placed:
+        if placed or gap is not None:
             self._c_tcp["placement_missed"] += 1
-        frame = b"".join((hdr[:n], dest[:placed], tail))
+        frame = b"".join((hdr[:n], dest[:placed], gap or b"",
+                          then.buf[:then_n] if then is not None else b"", tail))
         self.iface.receive_frame(frame, now, trusted)
         return n
 

@@ -276,7 +276,7 @@ class PduParser:
                 return 0
             dsl = int.from_bytes(bhs[5:8], "big")
             ok = dsl > 0 and n <= dsl <= max_dsl and off + dsl <= end and \
-                self._placements.get(itt) is dest and not self.header_digest
+                self._placements.get(itt) is dest
             return dsl if ok else 0
         return Continuation(BHS_LEN, dest[off:min(end, off + max_dsl)], accept)
 

@@ -433,6 +433,28 @@ class TapLink:
             c["rx_csum_trusted"] += 1
         return trusted
 
+    def _spill_buffer(self) -> memoryview:
+        """Where a scattered read puts what is past the buffers it was given."""
+        spill = self._spill
+        if spill is None:
+            spill = self._spill = memoryview(bytearray(GSO_FRAME_MAX + 1))
+        return spill
+
+    def _readv_frame(self, bufs: tuple[bytearray | memoryview, ...]) -> int | None:
+        """One frame by ``readv`` over ``bufs`` (the first holding the virtio_net_hdr):
+        the bytes read, or None when none is waiting; frames too short or too long
+        are dropped and counted (``rx_drop_oversize``)."""
+        while True:
+            try:
+                got = os.readv(self._fd, bufs)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                raise LinkError(f"TAP {self.name}: read failed: {e}") from e
+            if ETH_HLEN <= got - VNET_HLEN <= GSO_FRAME_MAX:
+                return got
+            self._c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
+
     def recv_placed(self, head: bytearray, dest: memoryview
                     ) -> tuple[int, bool, int, memoryview] | None:
         """With offloads: read one frame scattered over ``head`` (virtio_net_hdr plus the
@@ -441,22 +463,11 @@ class TapLink:
         one ``readv``. Returns ``(frame length, checksum vouched for, bytes written to
         dest, the rest in the spill buffer)`` — the last a view the next call reuses —
         or None when no frame is waiting. Counted as :meth:`recv_offload` counts."""
-        spill = self._spill
-        if spill is None:
-            spill = self._spill = memoryview(bytearray(GSO_FRAME_MAX + 1))
-        c = self._c
-        bufs = (head, dest, spill)
-        while True:
-            try:
-                got = os.readv(self._fd, bufs)
-            except (BlockingIOError, InterruptedError):
-                return None
-            except OSError as e:
-                raise LinkError(f"TAP {self.name}: read failed: {e}") from e
-            n = got - VNET_HLEN
-            if ETH_HLEN <= n <= GSO_FRAME_MAX:
-                break
-            c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
+        spill = self._spill_buffer()
+        got = self._readv_frame((head, dest, spill))
+        if got is None:
+            return None
+        n = got - VNET_HLEN
         trusted = self._count_vnet_rx(n, head[0], head[1])
         # what readv put past the head: dest first, then the spill buffer (compares, not
         # min/max: once per frame of a bulk read)
@@ -478,22 +489,11 @@ class TapLink:
         checksum vouched for, bytes written to dest, the part of gap written, bytes
         written to then, the rest in the spill buffer)``, or None when no frame is
         waiting."""
-        spill = self._spill
-        if spill is None:
-            spill = self._spill = memoryview(bytearray(GSO_FRAME_MAX + 1))
-        c = self._c
-        bufs = (head, dest, gap, then, spill)
-        while True:
-            try:
-                got = os.readv(self._fd, bufs)
-            except (BlockingIOError, InterruptedError):
-                return None
-            except OSError as e:
-                raise LinkError(f"TAP {self.name}: read failed: {e}") from e
-            n = got - VNET_HLEN
-            if ETH_HLEN <= n <= GSO_FRAME_MAX:
-                break
-            c["rx_drop_oversize"] += 1  # (or shorter than an Ethernet header)
+        spill = self._spill_buffer()
+        got = self._readv_frame((head, dest, gap, then, spill))
+        if got is None:
+            return None
+        n = got - VNET_HLEN
         trusted = self._count_vnet_rx(n, head[0], head[1])
         body = got - len(head)
         room = len(dest)

@@ -352,6 +352,25 @@ class TcpConnection:
         self._placed_any = True
         self.layer.placing = self
 
+    def _continuation_span(self, window_full: bool, gap: memoryview,
+                           then_n: int) -> int | None:
+        """For :meth:`receive_predicted`, a segment read over the window, ``gap`` (not
+        empty) and ``then_n`` bytes of the continuation's buffer: None when it is not
+        to be taken so (no continuation, the window not filled first, more than the
+        gap, bytes behind a gap that is incomplete or that ``accept`` refuses); else,
+        once the gap is complete, how much of the continuation's buffer is the window
+        from then on (0: none), and -1 while the gap is incomplete."""
+        then = self.place_then
+        if then is None or not window_full or len(gap) > then.gap or \
+                then_n > len(then.buf):
+            return None
+        if len(gap) < then.gap:
+            return None if then_n else -1
+        span = then.accept(gap, then_n)
+        if span < then_n or span > len(then.buf) or (then_n and not span):
+            return None
+        return span
+
     def consumer_seq(self) -> int:
         """The sequence number of the first received byte the consumer has not taken
         (RCV.NXT less the queued bytes, and less the FIN's number once it came)."""
@@ -700,7 +719,7 @@ class TcpConnection:
         flight = (self.snd_max - una) & _MASK
         if acked > flight or flight >= _HALF:
             return False
-        span = 0
+        span = -1  # with a continuation: the window after its gap (-1: gap incomplete)
         if tail is None:
             plen = len(segment) - hlen
         else:
@@ -714,18 +733,10 @@ class TcpConnection:
                 if placed > room:
                     return False
                 if gap is not None:
-                    # the window filled, the gap after it, and the continuation's
-                    # buffer only behind a complete gap its consumer vouched for
-                    then = self.place_then
-                    if then is None or placed != room or len(gap) > then.gap or \
-                            then_n > len(then.buf):
+                    got = self._continuation_span(placed == room, gap, then_n)
+                    if got is None:
                         return False
-                    if len(gap) == then.gap:
-                        span = then.accept(gap, then_n)
-                        if span < then_n or span > len(then.buf) or (then_n and not span):
-                            return False
-                    elif then_n:
-                        return False
+                    span = got
             plen = placed + len(tail) if gap is None else \
                 placed + len(gap) + then_n + len(tail)
         if not plen and not acked:
@@ -779,13 +790,13 @@ class TcpConnection:
                     q.append(Placed(placed))
                 c["bytes_placed"] += placed
             if gap is not None:
-                if len(gap):
-                    q.append(bytes(gap))
-                then = self.place_then
-                if then is not None and len(gap) == then.gap:
+                q.append(bytes(gap))
+                if span >= 0:
                     # past the gap: the continuation's buffer, as far as the header
                     # said, is the window now (none when the header was not the one
                     # predicted and nothing was placed behind it)
+                    then = self.place_then
+                    assert then is not None  # (_continuation_span)
                     self._place_buf = then.buf[:span] if span else None
                     self._place_seq = (rcv_nxt + placed + then.gap) & _MASK
                     self.place_then = None

@@ -710,9 +710,10 @@ class Harness:
             then = s.placement_next()
             adopted: memoryview | None = None
             if then is not None and self.rng.random() < 0.8:
-                # the stack's _recv_split: window, gap, continuation, spill in one
-                # readv; taken only when the continuation accepts the gap, else the
-                # whole piece as ordinary bytes (what readv wrote stays where it went)
+                # the stack's _recv_placed with a continuation: window, gap,
+                # continuation, spill in one readv; taken only when the continuation
+                # accepts the gap, else the whole piece as ordinary bytes (what readv
+                # wrote stays where it went)
                 k = min(len(window) if window is not None else 0, end - pos)
                 if window is not None:
                     window[:k] = back[pos:pos + k]

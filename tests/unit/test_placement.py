@@ -238,11 +238,11 @@ def _raw(item: bytes | memoryview | Placed) -> bytes:
 def _split(tw: PlacedTwins, window: int, gap: int, accept: bool | None
            ) -> tuple[bool, memoryview, memoryview, list[tuple[memoryview, int]]]:
     """One in-order segment of ``window + gap + 300`` bytes, scattered as the stack's
-    ``_recv_split`` does over a fresh window of ``window`` bytes, a ``gap``-byte header
-    and a continuation buffer; the twin takes it the full way. Returns whether the
-    placed path took it, the window, the continuation's buffer, and what ``accept``
-    was asked (``accept`` None: the continuation's answer is True but must not be
-    needed)."""
+    ``_recv_placed`` does with a continuation: over a fresh window of ``window``
+    bytes, a ``gap``-byte header and a continuation buffer; the twin takes it the full
+    way. Returns whether the placed path took it, the window, the continuation's
+    buffer, and what ``accept`` was asked (``accept`` None: the continuation's answer
+    is True but must not be needed)."""
     conn, layer = tw.conns[0], tw.layers[0]
     win = memoryview(bytearray(window))
     nxt = memoryview(bytearray(1000))
