@@ -153,6 +153,8 @@ class BenchTarget:
     tgtd: Tgtd
     tid: int
     size: int
+    #: The TCP congestion control tgtd's connections use (the namespace's default).
+    cc: str = "?"
 
     @property
     def host(self) -> str:
@@ -170,20 +172,47 @@ class BenchTarget:
         return self.tgtd.lun_path(self.tid, 1)
 
 
+_CC_SYSCTL = "net.ipv4.tcp_congestion_control"
+
+
+def namespace_cc(netns: str, set_to: str | None = None) -> str:
+    """The default TCP congestion control of ``netns`` (a new namespace inherits the
+    machine's), first set to ``set_to`` if given; :class:`BenchError` naming the
+    algorithm when the kernel refuses it (a namespace may only choose those in
+    ``net.ipv4.tcp_allowed_congestion_control``)."""
+    def sysctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", netns, "sysctl", *args],
+                              capture_output=True, text=True, check=False)
+
+    if set_to is not None:
+        done = sysctl("-qw", f"{_CC_SYSCTL}={set_to}")
+        if done.returncode:
+            allowed = sysctl("-n", "net.ipv4.tcp_allowed_congestion_control")
+            raise BenchError(f"target congestion control {set_to!r} refused in namespace "
+                             f"{netns}: {done.stderr.strip()} (allowed there: "
+                             f"{allowed.stdout.strip() or '?'})")
+    got = sysctl("-n", _CC_SYSCTL)
+    return got.stdout.strip() if got.returncode == 0 else "?"
+
+
 @contextlib.contextmanager
 def bench_target(size: int, *, mtu: int = 9000, lun_dir: str = "/dev/shm",
                  params: dict[str, str] | None = None, salt: int = 1,
-                 prefix: str = "bio") -> Iterator[BenchTarget]:
+                 prefix: str = "bio", cc: str | None = None) -> Iterator[BenchTarget]:
     """A fresh namespace + bridge (MTU ``mtu``) + tgtd with one LUN of ``size`` bytes in
-    ``lun_dir``, filled with :func:`fill_pattern` data; all removed on exit."""
-    with topology(mtu=mtu, bridge=True, open_tap=False, prefix=prefix) as topo, \
-            Tgtd(topo.netns, listen=(str(topo.peer_addr), 3260), lun_dir=lun_dir) as tgtd:
-        tid = tgtd.add_target(IQN, [size])
-        for name, value in (params or {}).items():
-            tgtd.set_param(tid, name, value)
-        target = BenchTarget(topo, tgtd, tid, size)
-        fill_file(target.lun_path, size, salt)
-        yield target
+    ``lun_dir``, filled with :func:`fill_pattern` data; all removed on exit. ``cc``: the
+    TCP congestion control for the namespace (so for tgtd's connections, ours and the
+    tools' alike) instead of the machine's default."""
+    with topology(mtu=mtu, bridge=True, open_tap=False, prefix=prefix) as topo:
+        in_use = namespace_cc(topo.netns, cc)
+        with Tgtd(topo.netns, listen=(str(topo.peer_addr), 3260),
+                  lun_dir=lun_dir) as tgtd:
+            tid = tgtd.add_target(IQN, [size])
+            for name, value in (params or {}).items():
+                tgtd.set_param(tid, name, value)
+            target = BenchTarget(topo, tgtd, tid, size, in_use)
+            fill_file(target.lun_path, size, salt)
+            yield target
 
 
 @dataclass
@@ -477,6 +506,8 @@ class Settings:
     lun_dir: str = "/dev/shm"
     tool_timeout: float = 300.0
     offload: bool = True
+    #: The target namespace's TCP congestion control (None: the machine's default).
+    target_cc: str | None = None
 
 
 def measure_bootinit(target: BenchTarget, s: Settings, mtu: int, salt: int,
@@ -707,8 +738,10 @@ def run(s: Settings) -> tuple[list[Row], dict[str, Any]]:
                             "python": platform.python_version(),
                             "kernel": platform.release()}
     rows: list[Row] = []
-    with bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir, params=s.params) as target:
+    with bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir, params=s.params,
+                      cc=s.target_cc) as target:
         info["netns"] = target.topo.netns
+        info["target_cc"] = target.cc
         info["warm_up"] = warm_up(target, s)
         for i, mtu in enumerate(s.mtus):
             rows += measure_bootinit(target, s, mtu, 100 + i, info)
@@ -733,7 +766,8 @@ def _size_text(n: int) -> str:
 def table(rows: list[Row], info: dict[str, Any]) -> str:
     """The human-readable table."""
     neg = info.get("negotiated", {})
-    head = [f"iSCSI I/O against tgtd, LUN {_size_text(info['size'])} on tmpfs "
+    head = [f"iSCSI I/O against tgtd (TCP congestion control "
+            f"{info.get('target_cc', '?')}), LUN {_size_text(info['size'])} on tmpfs "
             f"({info['lun_dir']}), seq requests {_size_text(info['request'])} "
             f"qd {info['seq_qd']}; bootinit's TAP offloads "
             f"{'on' if info.get('offload', True) else 'off'}; MB = 10^6 B",
@@ -791,6 +825,9 @@ def main(argv: list[str] | None = None) -> int:
                     metavar="NAME=VALUE", help="tgtd target parameter (repeatable), e.g. "
                     "MaxRecvDataSegmentLength=262144")
     ap.add_argument("--lun-dir", default="/dev/shm", help="where the LUN file lives")
+    ap.add_argument("--target-cc", metavar="NAME",
+                    help="TCP congestion control of the target's namespace (default: "
+                         "the machine's, e.g. bbr or cubic)")
     ap.add_argument("--offload", choices=("on", "off"), default="on",
                     help="bootinit's TAP checksum/GSO offloads (default on, as the CLI)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -810,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
                  random_count=args.random_count, random_seconds=args.random_seconds,
                  perf_seconds=args.perf_seconds, tools=tools,
                  params=dict(args.target_param), lun_dir=args.lun_dir,
-                 offload=args.offload == "on")
+                 offload=args.offload == "on", target_cc=args.target_cc)
     # SIGTERM unwinds like Ctrl-C: processes stopped, namespace and LUN files removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     problem = environment_problem()

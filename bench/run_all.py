@@ -201,6 +201,8 @@ class Settings:
     parts: list[str] = field(default_factory=lambda: list(PARTS))
     pytcp: bool = True
     rounds: int = 1
+    #: The target namespace's TCP congestion control (None: the machine's default).
+    target_cc: str | None = None
 
 
 def _off(flag: bool) -> str:
@@ -355,7 +357,7 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
     tools = [t for t in ("iscsi-perf", "qemu-img") if t not in lack]
     iset = iscsi_io.Settings(size=s.size, mtus=s.mtus, random_count=s.random_count,
                              random_seconds=s.random_seconds, perf_seconds=s.perf_seconds,
-                             tools=tools, lun_dir=s.lun_dir)
+                             tools=tools, lun_dir=s.lun_dir, target_cc=s.target_cc)
     absent: list[Row] = []  # tools not installed: n/a in every round
     rounds: list[list[Row]] = []
     iinfo: dict[str, Any] = {}
@@ -366,7 +368,8 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
                        for t, w in _tool_tests([tool])]
     try:
         with iscsi_io.bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir,
-                                   prefix="ball") as target:
+                                   prefix="ball", cc=s.target_cc) as target:
+            iinfo["target_cc"] = target.cc
             iinfo["warm_up"] = iscsi_io.warm_up(target, iset)
             for rnd in range(s.rounds):
                 rows = list(absent)
@@ -392,6 +395,7 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
             rounds.append(list(absent))
         rounds[-1] = complete(rounds[-1], expected_rows("iscsi", s), f"target: {_why(e)}")
     info["iscsi"] = {"negotiated": iinfo.get("negotiated", {}),
+                     "target_cc": iinfo.get("target_cc", "?"),
                      "warm_up": iinfo.get("warm_up", ""),
                      "request": iset.request, "seq_qd": iset.seq_qd,
                      "counters": iinfo.get("bootinit_counters", {})}
@@ -672,7 +676,9 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
     if "iscsi" in s["parts"]:
         req = info.get("iscsi", {}).get("request", 256 << 10)
         qd = info.get("iscsi", {}).get("seq_qd", 32)
-        what.append(f"iSCSI: tgtd in a namespace, LUN {_size(s['size'])} on tmpfs, seq "
+        cc = info.get("iscsi", {}).get("target_cc", "?")
+        what.append(f"iSCSI: tgtd in a namespace (TCP congestion control {cc}), LUN "
+                    f"{_size(s['size'])} on tmpfs, seq "
                     f"{_size(req)} requests x{qd} (iscsi-perf the same), tgtd warmed up "
                     f"first; seq-read: the LUN read round and round for "
                     f"{s.get('perf_seconds', '?')} s as iscsi-perf does, seq-read-1st: "
@@ -806,6 +812,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", choices=PARTS, action="append",
                     help="measure only this part (repeatable; default all)")
     ap.add_argument("--lun-dir", default="/dev/shm", help="where the LUN file lives")
+    ap.add_argument("--target-cc", metavar="NAME",
+                    help="TCP congestion control of the iSCSI target's namespace, for "
+                         "tgtd's connections to us and to the tools alike (default: the "
+                         "machine's, e.g. bbr or cubic)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--json-file", type=Path, help="also write the JSON to this file")
     args = ap.parse_args(argv)
@@ -832,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
                  random_seconds=pick("random_seconds"), perf_seconds=pick("perf_seconds"),
                  ceiling_seconds=pick("ceiling_seconds"), pytcp_timeout=args.pytcp_timeout,
                  lun_dir=args.lun_dir, parts=args.part or list(PARTS),
-                 pytcp=not args.no_pytcp, rounds=args.rounds)
+                 pytcp=not args.no_pytcp, rounds=args.rounds, target_cc=args.target_cc)
     # SIGTERM unwinds like Ctrl-C: processes stopped, namespaces and LUN files removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     problem = environment_problem()

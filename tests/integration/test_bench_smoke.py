@@ -90,6 +90,26 @@ def test_iscsi_io_tiny(tmp_path: Path) -> None:
     assert len(doc["rows"]) == len(expected)
     assert all(r["mb_per_s"] > 0 and r["bytes"] > 0 for r in doc["rows"])
     assert doc["info"]["negotiated"]["block_size"] == 512
+    # the target's namespace inherits the machine's congestion control, and says so
+    machine_cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    assert doc["info"]["target_cc"] == machine_cc
+    assert f"(TCP congestion control {machine_cc})" in out.splitlines()[0], out
+
+
+def test_namespace_congestion_control() -> None:
+    """``namespace_cc`` reads a namespace's default (the machine's, inherited), sets one
+    the kernel allows there, and names the algorithm it refuses."""
+    from bench import iscsi_io
+    from netstack.harness import topology
+
+    machine_cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    with topology(bridge=True, open_tap=False, prefix="cc") as topo:
+        assert iscsi_io.namespace_cc(topo.netns) == machine_cc
+        assert iscsi_io.namespace_cc(topo.netns, "reno") == "reno"  # always allowed
+        assert iscsi_io.namespace_cc(topo.netns) == "reno"
+        with pytest.raises(iscsi_io.BenchError, match=r"'no-such-cc' refused .*allowed"):
+            iscsi_io.namespace_cc(topo.netns, "no-such-cc")
+        assert iscsi_io.namespace_cc(topo.netns) == "reno"
 
 
 def test_tcp_bulk_tiny() -> None:
@@ -228,8 +248,9 @@ def test_run_all_rounds_tiny(tmp_path: Path) -> None:
             pytest.skip(f"needs {tool}")
     json_file = tmp_path / "run_all.json"
     out = run_bench("run_all.py", *TINY, "--mtu", "65520", "--rounds", "2",
-                    "--json-file", str(json_file), timeout=240)
+                    "--target-cc", "reno", "--json-file", str(json_file), timeout=240)
     assert "2 rounds (iSCSI: every row each round" in out, out
+    assert "iSCSI: tgtd in a namespace (TCP congestion control reno)" in out, out
     row = run_all_row(rounds=True)
     lines = {}
     for line in out.splitlines():
@@ -241,6 +262,7 @@ def test_run_all_rounds_tiny(tmp_path: Path) -> None:
     pytcp = _pytcp_installed()
     doc = json.loads(json_file.read_text())
     assert doc["info"]["settings"]["rounds"] == 2
+    assert doc["info"]["iscsi"]["target_cc"] == "reno"
     assert len(doc["rows"]) == len(expected)
     for r in doc["rows"]:
         key = (r["part"], r["test"], r["who"], str(r["mtu"] or "-"), r["offload"])
