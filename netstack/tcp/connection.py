@@ -115,6 +115,7 @@ _T_TIMEWAIT = 3  # TIME_WAIT and FIN_WAIT_2 limit
 _T_GIVEUP = 4  # connect timeout / user timeout
 _T_PTO = 5  # tail loss probe (RFC 8985 §7.2)
 _T_RACK = 6  # a resent segment's gate passes: resend it if still lost (RFC 8985 §6.3)
+_N_TIMERS = 7  # slots of TcpConnection._timers, indexed by the _T_ numbers
 
 _MASK = sq.MASK
 _EMPTY_VIEW = memoryview(bytearray(0))  # an empty, writable placement window
@@ -240,7 +241,7 @@ class TcpConnection:
         self._undo = (0, 0)  # (cwnd, ssthresh) before that RTO
         self._dsack: tuple[int, int] | None = None  # RFC 2883: duplicate to report once
 
-        self._timers: list[float | None] = [None, None, None, None, None, None, None]
+        self._timers: list[float | None] = [None] * _N_TIMERS
         self._pseudo_base = pseudo_header_base(local_ip, remote_ip)
         self._hp = config.header_prediction
 
@@ -1468,7 +1469,8 @@ class TcpConnection:
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = TcpState.TIME_WAIT
-        self._timers = [None, None, None, now + 2 * self.config.msl, None]
+        self._timers = [None] * _N_TIMERS
+        self._timers[_T_TIMEWAIT] = now + 2 * self.config.msl
         self._notify()
 
     def _enter_closed(self, error: TcpError | None, bury_at: float | None = None) -> None:
@@ -1481,7 +1483,7 @@ class TcpConnection:
             self.error = error
             self._c["errors_" + error.reason] += 1
         self.state = TcpState.CLOSED
-        self._timers = [None, None, None, None, None, None, None]
+        self._timers = [None] * _N_TIMERS
         self._sndbuf.clear()
         self._ooo.clear()
         self._ooo_bytes = 0

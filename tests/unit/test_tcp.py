@@ -276,6 +276,10 @@ def test_active_close_time_wait_then_closed() -> None:
     cb.close(sim.now)
     sim.run_until(lambda: ca.state == TcpState.TIME_WAIT and cb.state == TcpState.CLOSED)
     assert cb.error is None and ca.error is None
+    # nothing due yet: TIME_WAIT keeps every timer slot (the 2 MSL one set) and stays
+    ca.on_deadline(sim.now)
+    assert ca.state == TcpState.TIME_WAIT
+    assert ca.next_deadline() == pytest.approx(sim.now + 2 * ca.config.msl, abs=1.0)
     sim.run_until(lambda: ca.state == TcpState.CLOSED, limit=2 * ca.config.msl + 5)
     assert ca.layer.connections() == []
 
