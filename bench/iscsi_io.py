@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,8 @@ class BenchTarget:
     size: int
     #: The TCP congestion control tgtd's connections use (the namespace's default).
     cc: str = "?"
+    #: ``--pin``: the CPUs the initiators run on and tgtd's (None: not pinned).
+    pin: CpuSplit | None = None
 
     @property
     def host(self) -> str:
@@ -170,6 +172,58 @@ class BenchTarget:
     def lun_path(self) -> Path:
         """The LUN's backing file."""
         return self.tgtd.lun_path(self.tid, 1)
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """``--pin``: disjoint CPU sets for the initiator (bootinit's process, iscsi-perf,
+    qemu-img: each in turn) and for tgtd (every thread), as if they were two machines.
+    Unpinned, the scheduler shares every CPU among tgtd's threads, the initiator and
+    the kernel's network work, so the result depends on how much CPU the initiator
+    leaves tgtd, and on where the scheduler happens to put the two (the bimodal rounds
+    of an unpinned run)."""
+
+    initiator: frozenset[int]
+    target: frozenset[int]
+
+    def text(self) -> str:
+        """E.g. ``initiator on CPU 0, tgtd on CPU 1``."""
+        def cpus(s: frozenset[int]) -> str:
+            return ("CPU " if len(s) == 1 else "CPUs ") + ",".join(map(str, sorted(s)))
+        return f"initiator on {cpus(self.initiator)}, tgtd on {cpus(self.target)}"
+
+    def as_json(self) -> dict[str, list[int]]:
+        """The two sets as sorted lists."""
+        return {"initiator": sorted(self.initiator), "target": sorted(self.target)}
+
+
+def cpu_split(cpus: Iterable[int] | None = None) -> CpuSplit:
+    """Split ``cpus`` (default: those this process may use) into two halves, the lower
+    for the initiator, the upper for tgtd; :class:`BenchError` with fewer than two."""
+    avail = sorted(os.sched_getaffinity(0) if cpus is None else set(cpus))
+    if len(avail) < 2:
+        raise BenchError(f"--pin needs two CPUs, this process may use {len(avail)} "
+                         f"({','.join(map(str, avail)) or 'none'})")
+    half = len(avail) // 2
+    return CpuSplit(frozenset(avail[:half]), frozenset(avail[half:]))
+
+
+def pin_threads(pid: int, cpus: frozenset[int]) -> int:
+    """Restrict every thread of process ``pid`` to ``cpus`` (threads it starts later
+    inherit it); returns how many were pinned. A thread that ends meanwhile is skipped;
+    :class:`BenchError` when the process is gone."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError as e:
+        raise BenchError(f"cannot pin process {pid}: {e}") from e
+    done = 0
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, cpus)
+            done += 1
+    if not done:
+        raise BenchError(f"cannot pin process {pid}: no thread left")
+    return done
 
 
 _CC_SYSCTL = "net.ipv4.tcp_congestion_control"
@@ -198,21 +252,44 @@ def namespace_cc(netns: str, set_to: str | None = None) -> str:
 @contextlib.contextmanager
 def bench_target(size: int, *, mtu: int = 9000, lun_dir: str = "/dev/shm",
                  params: dict[str, str] | None = None, salt: int = 1,
-                 prefix: str = "bio", cc: str | None = None) -> Iterator[BenchTarget]:
+                 prefix: str = "bio", cc: str | None = None,
+                 pin: bool = False) -> Iterator[BenchTarget]:
     """A fresh namespace + bridge (MTU ``mtu``) + tgtd with one LUN of ``size`` bytes in
     ``lun_dir``, filled with :func:`fill_pattern` data; all removed on exit. ``cc``: the
     TCP congestion control for the namespace (so for tgtd's connections, ours and the
-    tools' alike) instead of the machine's default."""
+    tools' alike) instead of the machine's default. ``pin`` (:class:`CpuSplit`): tgtd's
+    threads on the upper half of this process's CPUs and, until the exit, this process
+    (so bootinit's stack and every tool it starts) on the lower half."""
+    split = cpu_split() if pin else None
     with topology(mtu=mtu, bridge=True, open_tap=False, prefix=prefix) as topo:
         in_use = namespace_cc(topo.netns, cc)
         with Tgtd(topo.netns, listen=(str(topo.peer_addr), 3260),
-                  lun_dir=lun_dir) as tgtd:
+                  lun_dir=lun_dir) as tgtd, _initiator_cpus(split):
             tid = tgtd.add_target(IQN, [size])
             for name, value in (params or {}).items():
                 tgtd.set_param(tid, name, value)
-            target = BenchTarget(topo, tgtd, tid, size, in_use)
+            if split is not None:
+                pid = tgtd.pid
+                if pid is None:
+                    raise BenchError("tgtd is not running: nothing to pin")
+                pin_threads(pid, split.target)
+            target = BenchTarget(topo, tgtd, tid, size, in_use, split)
             fill_file(target.lun_path, size, salt)
             yield target
+
+
+@contextlib.contextmanager
+def _initiator_cpus(split: CpuSplit | None) -> Iterator[None]:
+    """This process (and what it starts meanwhile) on ``split.initiator``, then back."""
+    if split is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, split.initiator)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @dataclass
@@ -508,6 +585,8 @@ class Settings:
     offload: bool = True
     #: The target namespace's TCP congestion control (None: the machine's default).
     target_cc: str | None = None
+    #: Initiators and tgtd on disjoint CPUs (:class:`CpuSplit`).
+    pin: bool = False
 
 
 def measure_bootinit(target: BenchTarget, s: Settings, mtu: int, salt: int,
@@ -739,9 +818,10 @@ def run(s: Settings) -> tuple[list[Row], dict[str, Any]]:
                             "kernel": platform.release()}
     rows: list[Row] = []
     with bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir, params=s.params,
-                      cc=s.target_cc) as target:
+                      cc=s.target_cc, pin=s.pin) as target:
         info["netns"] = target.topo.netns
         info["target_cc"] = target.cc
+        info["pin"] = pin_json(target.pin)
         info["warm_up"] = warm_up(target, s)
         for i, mtu in enumerate(s.mtus):
             rows += measure_bootinit(target, s, mtu, 100 + i, info)
@@ -763,11 +843,24 @@ def _size_text(n: int) -> str:
     return f"{n} B"
 
 
+def pin_json(split: CpuSplit | None) -> dict[str, list[int]] | None:
+    """The JSON form of a target's CPU split (None: not pinned)."""
+    return None if split is None else split.as_json()
+
+
+def pin_text(pin: dict[str, list[int]] | None) -> str:
+    """The table header's words for :func:`pin_json`'s value."""
+    if not pin:
+        return "CPUs not pinned (the scheduler shares them all)"
+    return CpuSplit(frozenset(pin["initiator"]), frozenset(pin["target"])).text()
+
+
 def table(rows: list[Row], info: dict[str, Any]) -> str:
     """The human-readable table."""
     neg = info.get("negotiated", {})
     head = [f"iSCSI I/O against tgtd (TCP congestion control "
-            f"{info.get('target_cc', '?')}), LUN {_size_text(info['size'])} on tmpfs "
+            f"{info.get('target_cc', '?')}; {pin_text(info.get('pin'))}), LUN "
+            f"{_size_text(info['size'])} on tmpfs "
             f"({info['lun_dir']}), seq requests {_size_text(info['request'])} "
             f"qd {info['seq_qd']}; bootinit's TAP offloads "
             f"{'on' if info.get('offload', True) else 'off'}; MB = 10^6 B",
@@ -828,6 +921,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-cc", metavar="NAME",
                     help="TCP congestion control of the target's namespace (default: "
                          "the machine's, e.g. bbr or cubic)")
+    ap.add_argument("--pin", action="store_true",
+                    help="tgtd on the upper half of the CPUs, every initiator (ours and "
+                         "the tools) on the lower half, as if on two machines (default: "
+                         "not pinned, the scheduler shares them)")
     ap.add_argument("--offload", choices=("on", "off"), default="on",
                     help="bootinit's TAP checksum/GSO offloads (default on, as the CLI)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -847,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
                  random_count=args.random_count, random_seconds=args.random_seconds,
                  perf_seconds=args.perf_seconds, tools=tools,
                  params=dict(args.target_param), lun_dir=args.lun_dir,
-                 offload=args.offload == "on", target_cc=args.target_cc)
+                 offload=args.offload == "on", target_cc=args.target_cc, pin=args.pin)
     # SIGTERM unwinds like Ctrl-C: processes stopped, namespace and LUN files removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     problem = environment_problem()

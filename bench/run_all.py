@@ -203,6 +203,8 @@ class Settings:
     rounds: int = 1
     #: The target namespace's TCP congestion control (None: the machine's default).
     target_cc: str | None = None
+    #: iSCSI part: initiators and tgtd on disjoint CPUs (:class:`iscsi_io.CpuSplit`).
+    pin: bool = False
 
 
 def _off(flag: bool) -> str:
@@ -368,8 +370,9 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
                        for t, w in _tool_tests([tool])]
     try:
         with iscsi_io.bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir,
-                                   prefix="ball", cc=s.target_cc) as target:
+                                   prefix="ball", cc=s.target_cc, pin=s.pin) as target:
             iinfo["target_cc"] = target.cc
+            iinfo["pin"] = iscsi_io.pin_json(target.pin)
             iinfo["warm_up"] = iscsi_io.warm_up(target, iset)
             for rnd in range(s.rounds):
                 rows = list(absent)
@@ -396,6 +399,7 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
         rounds[-1] = complete(rounds[-1], expected_rows("iscsi", s), f"target: {_why(e)}")
     info["iscsi"] = {"negotiated": iinfo.get("negotiated", {}),
                      "target_cc": iinfo.get("target_cc", "?"),
+                     "pin": iinfo.get("pin"),
                      "warm_up": iinfo.get("warm_up", ""),
                      "request": iset.request, "seq_qd": iset.seq_qd,
                      "counters": iinfo.get("bootinit_counters", {})}
@@ -677,7 +681,8 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
         req = info.get("iscsi", {}).get("request", 256 << 10)
         qd = info.get("iscsi", {}).get("seq_qd", 32)
         cc = info.get("iscsi", {}).get("target_cc", "?")
-        what.append(f"iSCSI: tgtd in a namespace (TCP congestion control {cc}), LUN "
+        pin = iscsi_io.pin_text(info.get("iscsi", {}).get("pin"))
+        what.append(f"iSCSI: tgtd in a namespace (TCP congestion control {cc}; {pin}), LUN "
                     f"{_size(s['size'])} on tmpfs, seq "
                     f"{_size(req)} requests x{qd} (iscsi-perf the same), tgtd warmed up "
                     f"first; seq-read: the LUN read round and round for "
@@ -816,6 +821,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="TCP congestion control of the iSCSI target's namespace, for "
                          "tgtd's connections to us and to the tools alike (default: the "
                          "machine's, e.g. bbr or cubic)")
+    ap.add_argument("--pin", action="store_true",
+                    help="iSCSI part: tgtd on the upper half of the CPUs, every initiator "
+                         "(ours and the tools, each in turn) on the lower half, as if on "
+                         "two machines (default: not pinned, the scheduler shares them)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--json-file", type=Path, help="also write the JSON to this file")
     args = ap.parse_args(argv)
@@ -842,7 +851,8 @@ def main(argv: list[str] | None = None) -> int:
                  random_seconds=pick("random_seconds"), perf_seconds=pick("perf_seconds"),
                  ceiling_seconds=pick("ceiling_seconds"), pytcp_timeout=args.pytcp_timeout,
                  lun_dir=args.lun_dir, parts=args.part or list(PARTS),
-                 pytcp=not args.no_pytcp, rounds=args.rounds, target_cc=args.target_cc)
+                 pytcp=not args.no_pytcp, rounds=args.rounds, target_cc=args.target_cc,
+                 pin=args.pin)
     # SIGTERM unwinds like Ctrl-C: processes stopped, namespaces and LUN files removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     problem = environment_problem()

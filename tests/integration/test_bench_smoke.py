@@ -93,7 +93,9 @@ def test_iscsi_io_tiny(tmp_path: Path) -> None:
     # the target's namespace inherits the machine's congestion control, and says so
     machine_cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     assert doc["info"]["target_cc"] == machine_cc
-    assert f"(TCP congestion control {machine_cc})" in out.splitlines()[0], out
+    assert doc["info"]["pin"] is None
+    assert (f"(TCP congestion control {machine_cc}; CPUs not pinned (the scheduler shares "
+            f"them all))") in out.splitlines()[0], out
 
 
 def test_namespace_congestion_control() -> None:
@@ -110,6 +112,47 @@ def test_namespace_congestion_control() -> None:
         with pytest.raises(iscsi_io.BenchError, match=r"'no-such-cc' refused .*allowed"):
             iscsi_io.namespace_cc(topo.netns, "no-such-cc")
         assert iscsi_io.namespace_cc(topo.netns) == "reno"
+
+
+def _cpus_allowed(status: str) -> set[int]:
+    """The CPUs of a /proc/PID/status text's ``Cpus_allowed_list`` (e.g. ``0-2,5``)."""
+    line = next(x for x in status.splitlines() if x.startswith("Cpus_allowed_list:"))
+    cpus: set[int] = set()
+    for part in line.split(":", 1)[1].strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus |= set(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def test_bench_target_pin() -> None:
+    """``pin=True``: every tgtd thread on the upper half of the CPUs, this process and
+    the tools it starts on the lower half while the target lives (our stack reads the
+    LUN so), and this process's CPUs restored afterwards."""
+    from bench import iscsi_io
+
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip("needs two CPUs")
+    split = iscsi_io.cpu_split()
+    with iscsi_io.bench_target(1 << 20, mtu=1500, prefix="pin", pin=True) as t:
+        assert t.pin == split
+        pid = t.tgtd.pid
+        assert pid is not None
+        tids = os.listdir(f"/proc/{pid}/task")
+        assert tids
+        for tid in tids:
+            assert os.sched_getaffinity(int(tid)) == split.target, tid
+        assert os.sched_getaffinity(0) == split.initiator
+        out, _ = iscsi_io.run_tool(t, ["cat", "/proc/self/status"], 30)
+        assert _cpus_allowed(out) == split.initiator
+        with iscsi_io.bootinit_device(t, 1500) as b:
+            got = bytearray(1 << 20)
+            n, _ = iscsi_io.sequential(b.dev, "read", got, 64 << 10, 4)
+        assert n == 16 and got == t.lun_path.read_bytes()
+    assert os.sched_getaffinity(0) == before
+    gone = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100_000
+    with pytest.raises(iscsi_io.BenchError, match=rf"cannot pin process {gone}"):
+        iscsi_io.pin_threads(gone, split.target)
 
 
 def test_tcp_bulk_tiny() -> None:
@@ -247,10 +290,15 @@ def test_run_all_rounds_tiny(tmp_path: Path) -> None:
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool}")
     json_file = tmp_path / "run_all.json"
+    pin = len(os.sched_getaffinity(0)) >= 2
     out = run_bench("run_all.py", *TINY, "--mtu", "65520", "--rounds", "2",
-                    "--target-cc", "reno", "--json-file", str(json_file), timeout=240)
+                    "--target-cc", "reno", *(["--pin"] if pin else []),
+                    "--json-file", str(json_file), timeout=240)
     assert "2 rounds (iSCSI: every row each round" in out, out
-    assert "iSCSI: tgtd in a namespace (TCP congestion control reno)" in out, out
+    from bench import iscsi_io
+    split = iscsi_io.cpu_split() if pin else None
+    assert (f"iSCSI: tgtd in a namespace (TCP congestion control reno; "
+            f"{iscsi_io.pin_text(iscsi_io.pin_json(split))})") in out, out
     row = run_all_row(rounds=True)
     lines = {}
     for line in out.splitlines():
@@ -263,6 +311,8 @@ def test_run_all_rounds_tiny(tmp_path: Path) -> None:
     doc = json.loads(json_file.read_text())
     assert doc["info"]["settings"]["rounds"] == 2
     assert doc["info"]["iscsi"]["target_cc"] == "reno"
+    assert doc["info"]["iscsi"]["pin"] == iscsi_io.pin_json(split)
+    assert doc["info"]["settings"]["pin"] is pin
     assert len(doc["rows"]) == len(expected)
     for r in doc["rows"]:
         key = (r["part"], r["test"], r["who"], str(r["mtu"] or "-"), r["offload"])
