@@ -712,7 +712,9 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
     if with_cpu:
         lines.append("cpu, tgtd: CPU ms per MiB moved (median) of the initiator's process "
                      "(bootinit's own; a tool's whole run incl. start and login) and of "
-                     f"tgtd meanwhile, which share the {info['cpus']} CPUs")
+                     "tgtd meanwhile, "
+                     + ("each on its own CPUs (--pin)" if info.get("iscsi", {}).get("pin")
+                        else f"which share the {info['cpus']} CPUs"))
     lines += [
         "",
         f"{'part':<7}{'test':<16}{'who':<11}{'MTU':>6} {'offload':<8}{'MB/s':>9}"

@@ -254,6 +254,13 @@ def test_cpu_columns_are_medians_of_the_rounds_and_shown() -> None:
     assert who["qemu-img"].cpu is None
     text = run_all.table(rows, goal_summary(rows), _info(3))
     assert "cpu, tgtd: CPU ms per MiB" in text and "which share the 2 CPUs" in text
+    assert "CPUs not pinned (the scheduler shares them all)" in text
+    pinned = {**_info(3), "iscsi": {"pin": {"initiator": [0], "target": [1]},
+                                    "target_cc": "bbr"}}
+    ptext = run_all.table(rows, goal_summary(rows), pinned)
+    assert "tgtd meanwhile, each on its own CPUs (--pin)" in ptext
+    assert "which share the" not in ptext
+    assert "(TCP congestion control bbr; initiator on CPU 0, tgtd on CPU 1)" in ptext
     line = next(x for x in text.splitlines() if x.startswith("iscsi") and "bootinit" in x)
     assert "  0.60  0.80  ok" in line, line
     line = next(x for x in text.splitlines()
