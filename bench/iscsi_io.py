@@ -257,9 +257,9 @@ def bench_target(size: int, *, mtu: int = 9000, lun_dir: str = "/dev/shm",
     """A fresh namespace + bridge (MTU ``mtu``) + tgtd with one LUN of ``size`` bytes in
     ``lun_dir``, filled with :func:`fill_pattern` data; all removed on exit. ``cc``: the
     TCP congestion control for the namespace (so for tgtd's connections, ours and the
-    tools' alike) instead of the machine's default. ``pin`` (:class:`CpuSplit`): tgtd's
-    threads on the upper half of this process's CPUs and, until the exit, this process
-    (so bootinit's stack and every tool it starts) on the lower half."""
+    tools' alike) instead of the machine's default. ``pin``: split this process's CPUs
+    (:func:`cpu_split`), tgtd's threads on the upper half and, until the exit, this
+    process (so bootinit's stack and every tool it starts) on the lower half."""
     split = cpu_split() if pin else None
     with topology(mtu=mtu, bridge=True, open_tap=False, prefix=prefix) as topo:
         in_use = namespace_cc(topo.netns, cc)
