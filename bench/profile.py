@@ -17,10 +17,12 @@ system) and Python function calls per MiB, then the top ``--top`` functions by c
 time and by own time, and own time summed per source file. ``--no-profile`` runs the
 transfer without a profiler and prints only the throughput and the CPU time per MiB (the
 number to compare before/after a change: the profiler's own overhead is out of it).
-``--offload on`` gives the ``tcp-*`` modes a TAP with checksum/GSO offloads (64 KiB
-frames from the kernel), as ``read``/``write`` always have. ``--output FILE`` keeps the cProfile
-data (``python -m pstats FILE``, snakeviz ...); ``--pyinstrument`` uses pyinstrument's
-sampling profiler instead when it is installed (less overhead, call-tree output).
+``--pin`` (iSCSI modes) runs tgtd and this process on disjoint CPUs, as
+``bench/run_all.py --pin`` does. ``--offload on`` gives the ``tcp-*`` modes a TAP with
+checksum/GSO offloads (64 KiB frames from the kernel), as ``read``/``write`` always
+have. ``--output FILE`` keeps the cProfile data (``python -m pstats FILE``, snakeviz
+...); ``--pyinstrument`` uses pyinstrument's sampling profiler instead when it is
+installed (less overhead, call-tree output).
 
 Example: ``sudo python bench/profile.py read --size 256M --top 30``.
 """
@@ -88,6 +90,8 @@ class Outcome:
     cpu_sys: float = 0.0
     #: TCP segments received and sent during the transfer (tcp-* modes).
     segments: tuple[int, int] | None = None
+    #: ``--pin``: where the initiator and tgtd ran (iSCSI modes; None: not pinned).
+    pinned: str | None = None
 
     @property
     def mb_per_s(self) -> float:
@@ -148,11 +152,13 @@ def iscsi_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
     request = args.request_kib * KiB
     if size % request:
         raise SystemExit(f"profile: --size must be a multiple of --request-kib {args.request_kib}")
-    with bench_target(size, mtu=args.mtu, prefix="bprof") as target:
+    with bench_target(size, mtu=args.mtu, prefix="bprof", pin=args.pin) as target:
         # The state run_all.py measures tgtd in (its malloc threshold raised, see
         # warm_up): a cold tgtd maps, faults and unmaps every command's buffer.
         warm_up(target, Settings(size=size, mtus=[args.mtu]))
-        return _iscsi_measure(args, run, target, size, request)
+        out = _iscsi_measure(args, run, target, size, request)
+        out.pinned = target.pin.text() if target.pin is not None else None
+        return out
 
 
 def _iscsi_measure(args: argparse.Namespace, run: Profiled, target: BenchTarget,
@@ -327,12 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25, help="functions listed per sort")
     ap.add_argument("--offload", choices=("on", "off"), default="off",
                     help="tcp-* modes: TAP checksum/GSO offloads (read/write: always on)")
+    ap.add_argument("--pin", action="store_true",
+                    help="iSCSI modes: tgtd on the upper half of the CPUs, this process "
+                         "on the lower half (as bench/run_all.py --pin)")
     ap.add_argument("--no-profile", action="store_true",
                     help="no profiler: throughput and CPU time per MiB only")
     ap.add_argument("--output", type=Path, help="write the cProfile data to this file")
     ap.add_argument("--pyinstrument", action="store_true",
                     help="use pyinstrument (if installed) instead of cProfile")
     args = ap.parse_args(argv)
+    if args.pin and args.mode.startswith("tcp-"):
+        ap.error("--pin is for the iSCSI modes (read, write, rand-read): it splits the "
+                 "CPUs between us and tgtd")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     problem = environment_problem()
     if problem is not None:
@@ -352,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     what = f"{args.mode} {out.nbytes} bytes at MTU {args.mtu}"
     if out.requests:
         what += f" in {out.requests} requests"
+    if out.pinned is not None:
+        what += f" ({out.pinned})"
     mib = out.nbytes / (1 << 20) or 1e-9
     cpu = (f"CPU {1000 * (out.cpu_user + out.cpu_sys) / mib:.3f} ms/MiB (user "
            f"{1000 * out.cpu_user / mib:.3f}, sys {1000 * out.cpu_sys / mib:.3f})")

@@ -155,6 +155,87 @@ def test_bench_target_pin() -> None:
         iscsi_io.pin_threads(gone, split.target)
 
 
+PROFILE_ROW = re.compile(rf"^\s*(\d+)\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})"
+                         rf"  (\S.*)$")
+
+
+def _profile_sections(out: str) -> dict[str, list[str]]:
+    """The lines under each ``== title`` of bench/profile.py's output."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in out.splitlines():
+        if line.startswith("== "):
+            current = sections.setdefault(line[3:], [])
+        elif current is not None and line.strip():
+            current.append(line)
+    return sections
+
+
+def test_profile_read_tiny(tmp_path: Path) -> None:
+    """bench/profile.py ``read`` under cProfile: the header (bytes, MTU, requests, MB/s,
+    CPU per MiB), calls per MiB, the top functions by cumulative and own time (``--top``
+    rows each, our modules among them), own time per file, and ``--output`` data that
+    pstats reads with the same call count."""
+    import pstats
+
+    prof = tmp_path / "read.prof"
+    out = run_bench("profile.py", "read", "--size", "8M", "--mtu", "1500",
+                    "--request-kib", "256", "--qd", "4", "--top", "6", "--output", str(prof))
+    lines = out.splitlines()
+    m = re.match(rf"^read 8388608 bytes at MTU 1500 in 32 requests: ({NUMBER}) s, "
+                 rf"({NUMBER}) MB/s under cProfile \(.*\); CPU ({NUMBER}) ms/MiB \(user "
+                 rf"({NUMBER}), sys ({NUMBER})\) under the profiler$", lines[0])
+    assert m is not None, out
+    positive(m[1])
+    positive(m[2])
+    assert float(m[3]) == pytest.approx(float(m[4]) + float(m[5]), abs=0.002)
+    m = re.match(r"^(\d+) function calls per MiB \((\d+) in all\)$", lines[1])
+    assert m is not None, out
+    per_mib, total = int(m[1]), int(m[2])
+    assert per_mib > 0 and abs(total / 8 - per_mib) <= 1, out
+    sections = _profile_sections(out)
+    assert list(sections) == ["top 6 by cumulative time", "top 6 by own time",
+                              "own time per file"], out
+    for title in ("top 6 by cumulative time", "top 6 by own time"):
+        head, *rows = sections[title]
+        assert head.split() == ["ncalls", "own", "s", "own", "%", "cum", "s", "cum", "%",
+                                "function"], head
+        assert len(rows) == 6 and all(PROFILE_ROW.match(r) for r in rows), rows
+    cum = [PROFILE_ROW.match(r) for r in sections["top 6 by cumulative time"][1:]]
+    assert any(x is not None and x[6].startswith("netstack/loop.py") for x in cum), cum
+    assert [float(x[5]) for x in cum if x is not None] == sorted(
+        (float(x[5]) for x in cum if x is not None), reverse=True)
+    files = " ".join(sections["own time per file"])
+    assert "netstack/" in files and "bootinit/" in files, files
+    stats = pstats.Stats(str(prof))
+    assert sum(v[1] for v in stats.stats.values()) == total  # type: ignore[attr-defined]
+
+
+def test_profile_no_profile_tcp_and_pin() -> None:
+    """``--no-profile``: one line with MB/s and CPU per MiB (tcp modes: TCP segments per
+    MiB); ``--pin`` names the CPU split in an iSCSI mode's line and is refused, exit 2
+    and a named reason, in a tcp mode."""
+    out = run_bench("profile.py", "tcp-recv", "--size", "4M", "--mtu", "1500",
+                    "--offload", "on", "--no-profile")
+    assert re.match(rf"^tcp-recv 4194304 bytes at MTU 1500: {NUMBER} s, ({NUMBER}) MB/s, "
+                    rf"CPU {NUMBER} ms/MiB \(user {NUMBER}, sys {NUMBER}\), TCP segments "
+                    rf"in ({NUMBER})/MiB, out ({NUMBER})/MiB \(.*no profiler\)$",
+                    out.strip()), out
+    assert "==" not in out
+    if len(os.sched_getaffinity(0)) >= 2:
+        from bench import iscsi_io
+        split = iscsi_io.cpu_split()
+        out = run_bench("profile.py", "rand-read", "--size", "8M", "--mtu", "1500",
+                        "--count", "200", "--qd", "4", "--pin", "--no-profile")
+        assert out.startswith(f"rand-read 819200 bytes at MTU 1500 in 200 requests "
+                              f"({split.text()}): "), out
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cp = subprocess.run([sys.executable, str(ROOT / "bench" / "profile.py"), "tcp-send",
+                         "--pin"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=60)
+    assert cp.returncode == 2 and "--pin is for the iSCSI modes" in cp.stderr, cp.stderr
+
+
 def test_tcp_bulk_tiny() -> None:
     out = run_bench("tcp_bulk.py", "--size-mib", "8", "--mtu", "1500",
                     "--ceiling-seconds", "0.5")
