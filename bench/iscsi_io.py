@@ -226,6 +226,11 @@ def pin_threads(pid: int, cpus: frozenset[int]) -> int:
     return done
 
 
+#: ``--pin``'s help, shared by the bench scripts (each says which of its parts it affects).
+PIN_HELP = ("tgtd on the upper half of the CPUs, every initiator (ours and the tools, each "
+            "in turn) on the lower half, as if on two machines (default: not pinned, the "
+            "scheduler shares them)")
+
 _CC_SYSCTL = "net.ipv4.tcp_congestion_control"
 
 
@@ -921,10 +926,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-cc", metavar="NAME",
                     help="TCP congestion control of the target's namespace (default: "
                          "the machine's, e.g. bbr or cubic)")
-    ap.add_argument("--pin", action="store_true",
-                    help="tgtd on the upper half of the CPUs, every initiator (ours and "
-                         "the tools) on the lower half, as if on two machines (default: "
-                         "not pinned, the scheduler shares them)")
+    ap.add_argument("--pin", action="store_true", help=PIN_HELP)
     ap.add_argument("--offload", choices=("on", "off"), default="on",
                     help="bootinit's TAP checksum/GSO offloads (default on, as the CLI)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")

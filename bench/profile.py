@@ -54,6 +54,7 @@ from typing import Any  # noqa: E402
 
 from bench.iscsi_io import (  # noqa: E402
     MB,
+    PIN_HELP,
     BenchError,
     BenchTarget,
     KiB,
@@ -333,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25, help="functions listed per sort")
     ap.add_argument("--offload", choices=("on", "off"), default="off",
                     help="tcp-* modes: TAP checksum/GSO offloads (read/write: always on)")
-    ap.add_argument("--pin", action="store_true",
-                    help="iSCSI modes: tgtd on the upper half of the CPUs, this process "
-                         "on the lower half (as bench/run_all.py --pin)")
+    ap.add_argument("--pin", action="store_true", help="iSCSI modes: " + PIN_HELP)
     ap.add_argument("--no-profile", action="store_true",
                     help="no profiler: throughput and CPU time per MiB only")
     ap.add_argument("--output", type=Path, help="write the cProfile data to this file")

@@ -824,9 +824,7 @@ def main(argv: list[str] | None = None) -> int:
                          "tgtd's connections to us and to the tools alike (default: the "
                          "machine's, e.g. bbr or cubic)")
     ap.add_argument("--pin", action="store_true",
-                    help="iSCSI part: tgtd on the upper half of the CPUs, every initiator "
-                         "(ours and the tools, each in turn) on the lower half, as if on "
-                         "two machines (default: not pinned, the scheduler shares them)")
+                    help="iSCSI part: " + iscsi_io.PIN_HELP)
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--json-file", type=Path, help="also write the JSON to this file")
     args = ap.parse_args(argv)

@@ -141,8 +141,9 @@ class TapLink:
         self._closed = False
         self._where: str | None = None  # namespace the kernel side is in now
         self._frame_max = self.mtu + ETH_HLEN
-        # recv_placed's spill buffer and a view of it, made on first use
-        self._spill: memoryview | None = None
+        # where a scattered read (recv_placed, recv_split: offloads only) puts what is
+        # past the buffers it was given; made once here, not looked after per frame
+        self._spill = memoryview(bytearray(GSO_FRAME_MAX + 1 if offload else 0))
         self._c: dict[str, int] = {
             "rx_frames": 0, "rx_bytes": 0, "tx_frames": 0, "tx_bytes": 0,
             "tx_drop_full": 0, "tx_drop_link_down": 0, "rx_drop_oversize": 0,
@@ -433,13 +434,6 @@ class TapLink:
             c["rx_csum_trusted"] += 1
         return trusted
 
-    def _spill_buffer(self) -> memoryview:
-        """Where a scattered read puts what is past the buffers it was given."""
-        spill = self._spill
-        if spill is None:
-            spill = self._spill = memoryview(bytearray(GSO_FRAME_MAX + 1))
-        return spill
-
     def _readv_frame(self, bufs: tuple[bytearray | memoryview, ...]) -> int | None:
         """One frame by ``readv`` over ``bufs`` (the first holding the virtio_net_hdr):
         the bytes read, or None when none is waiting; frames too short or too long
@@ -463,7 +457,7 @@ class TapLink:
         one ``readv``. Returns ``(frame length, checksum vouched for, bytes written to
         dest, the rest in the spill buffer)`` — the last a view the next call reuses —
         or None when no frame is waiting. Counted as :meth:`recv_offload` counts."""
-        spill = self._spill_buffer()
+        spill = self._spill
         got = self._readv_frame((head, dest, spill))
         if got is None:
             return None
@@ -489,7 +483,7 @@ class TapLink:
         checksum vouched for, bytes written to dest, the part of gap written, bytes
         written to then, the rest in the spill buffer)``, or None when no frame is
         waiting."""
-        spill = self._spill_buffer()
+        spill = self._spill
         got = self._readv_frame((head, dest, gap, then, spill))
         if got is None:
             return None
