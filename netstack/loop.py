@@ -234,6 +234,12 @@ class Loop:
 
     def next_deadline(self) -> float | None:
         """Earliest pending timer or deadline-source deadline, or None."""
+        return self._next_deadline(None)
+
+    def _next_deadline(self, timed: list[tuple[float, DeadlineSource]] | None
+                       ) -> float | None:
+        """:meth:`next_deadline`; with ``timed``, also collect there each source that
+        has a deadline, with it (for :meth:`run_once` to look at after its wait)."""
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
@@ -241,8 +247,11 @@ class Loop:
         best = heap[0][0] if heap else None
         for s in self._sources:
             d = s.next_deadline()
-            if d is not None and (best is None or d < best):
-                best = d
+            if d is not None:
+                if timed is not None:
+                    timed.append((d, s))
+                if best is None or d < best:
+                    best = d
         return best
 
     def run_once(self, timeout: float | None = None) -> int:
@@ -253,7 +262,8 @@ class Loop:
         self._check_open()
         if timeout is not None and timeout < 0:
             timeout = 0.0
-        deadline = self.next_deadline()
+        timed: list[tuple[float, DeadlineSource]] = []
+        deadline = self._next_deadline(timed)
         now = self._clock()
         wait: float | None = timeout
         if deadline is not None:
@@ -283,11 +293,17 @@ class Loop:
                     t.cancelled = True  # ran: a late cancel() is a no-op
                     t.callback()
                     ran += 1
-        for s in list(self._sources):
-            d = s.next_deadline()
-            if d is not None and d <= now:
-                s.on_deadline(now)
-                ran += 1
+        # Deadline sources whose deadline, as asked before the wait, has come: asked
+        # again (a callback may have moved it) and run if it still has. A deadline
+        # that a callback of this iteration brought forward is seen by the next
+        # iteration, whose wait it makes 0: no source is asked twice in an iteration
+        # where none was due (the common case of a busy loop).
+        for d, s in timed:
+            if d <= now and any(x is s for x in self._sources):  # (not removed meanwhile)
+                again = s.next_deadline()
+                if again is not None and again <= now:
+                    s.on_deadline(now)
+                    ran += 1
         for cb in list(self._idle):
             cb()
         self.iterations += 1

@@ -301,7 +301,8 @@ class NetStack:
                         send(f)  # type: ignore[arg-type]  # no TSO: no GsoFrame
             else:
                 self._send_tso(tso, frames)
-            if not notified and not frames:
+            if not tcp.pending():
+                # (sending made no news and queued nothing: no pass more to find none)
                 break
 
     def _send_tso(self, tso: TapLink, frames: list[OutFrame]) -> None:

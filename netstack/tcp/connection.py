@@ -1704,7 +1704,15 @@ class TcpConnection:
             self._arm_pto(now)
         sent += new
         if (self._ack_pending or self._ack_now) and not sent:
-            out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
+            if self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack is not None)):
+                # the common pure ACK (timestamps, no SACK block to carry), packed at
+                # once: what _segment makes of it (as _send_new does for data)
+                window, ts_val = self._stamp(now)
+                out.append(build_ts(self._pseudo_base, self.local_port, self.remote_port,
+                                    self.snd_nxt, self.rcv_nxt, ACK, window, ts_val,
+                                    self._ts_recent, b"", self.layer.tx_csum_partial))
+            else:
+                out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
 
     def _retransmit_one(self, at: int, now: float, out: list[OutSegment]) -> int:
         off = sq.diff(at, self.snd_una)
@@ -1834,9 +1842,11 @@ class TcpConnection:
         :class:`SegmentRun`, the same segments counted the same (``segments_out``,
         ``bytes_out``, ``retransmits`` for those below SND.MAX after a go-back-N), for
         the interface to frame in one loop."""
+        buf_len = len(self._sndbuf)
+        if not self._fin_queued and sq.diff(self.snd_nxt, self.snd_una) >= buf_len:
+            return 0  # every byte sent, no FIN to send: what the loop below finds
         sent = 0
         mss = self.mss
-        buf_len = len(self._sndbuf)
         tso = self._tso_bytes() if self.layer.tso_max else 0
         if self._in_recovery and self.sack_ok:
             usable_total = self.cwnd - self._pipe_after

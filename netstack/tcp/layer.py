@@ -180,6 +180,10 @@ class TcpLayer:
             c.notified = False
         return out
 
+    def pending(self) -> bool:
+        """Whether connections have news not yet taken or segments not yet output."""
+        return bool(self._notified or self._dirty or self._raw)
+
     # ----------------------------------------------------- connection hooks
     def notify(self, conn: TcpConnection) -> None:
         """Called by a connection when it has news for its user."""

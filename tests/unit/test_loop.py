@@ -215,6 +215,46 @@ def test_deadline_sources(fake: tuple[Loop, FakeClock, FakeSelector]) -> None:
     assert loop.next_deadline() is None
 
 
+def test_deadline_sources_asked_once_unless_due(
+        fake: tuple[Loop, FakeClock, FakeSelector]) -> None:
+    """A source is asked once per iteration when its deadline has not come (a busy loop
+    pays for no second pass); a deadline that has come is asked again after the wait
+    and not run when a callback moved it meanwhile; one that a reader callback brought
+    forward runs in the next iteration, which does not wait."""
+    loop, clock, sel = fake
+    s = Source(200.0)
+    loop.add_deadline_source(s)
+    loop.add_reader(5, lambda: None)
+    sel.ready = {5}
+    loop.run_once(timeout=1)
+    assert s.asked == 1 and s.calls == []
+    # due before the wait, moved by a reader: asked again, not run
+    s.deadline = 100.0
+
+    def move() -> None:
+        s.deadline = 300.0
+
+    loop.remove_reader(5)
+    loop.add_reader(5, move)
+    sel.ready = {5}
+    loop.run_once(timeout=1)
+    assert s.asked == 3 and s.calls == []
+    # brought forward by a reader: run by the next iteration, without waiting
+
+    def forward() -> None:
+        s.deadline = clock.t
+
+    loop.remove_reader(5)
+    loop.add_reader(5, forward)
+    sel.ready = {5}
+    loop.run_once(timeout=1)
+    assert s.calls == []
+    loop.remove_reader(5)
+    sel.ready = set()
+    loop.run_once(timeout=1)
+    assert sel.timeouts[-1] == 0 and s.calls == [pytest.approx(100.0)]
+
+
 def test_idle_runs_at_end_of_every_iteration(fake: tuple[Loop, FakeClock, FakeSelector]) -> None:
     loop, _, sel = fake
     order: list[str] = []

@@ -466,6 +466,32 @@ def test_build_ts_is_byte_identical_to_build() -> None:
 
 
 
+def test_pure_ack_fast_build_equals_segment() -> None:
+    """The pure ACK that output() packs at once (timestamps, no SACK block) is the
+    segment _segment makes of it, byte for byte, and leaves no ACK owed; with SACK
+    blocks to carry, output() takes _segment's way and they ride on the ACK."""
+    sim, ca, cb = pair()
+    transfer(sim, ca, cb, b"x" * 5000)
+    assert cb.ts_ok
+    now = sim.now + 0.25
+    cb._ack_pending = True
+    out: list[object] = []
+    cb.output(now, out)  # type: ignore[arg-type]
+    assert len(out) == 1 and not cb._ack_pending and not cb._ack_now
+    cb._ack_pending = True
+    want = cb._segment(cb.snd_nxt, cb.rcv_nxt, ACK, b"", now)
+    assert out[0] == want
+    seg = parse(memoryview(want))
+    assert seg.flags == ACK and seg.ack == cb.rcv_nxt and seg.opts.ts_ecr == cb._ts_recent
+    # out of order data held: the ACK carries SACK blocks (the general builder)
+    cb._ooo.append((sq.add(cb.rcv_nxt, 100), bytearray(b"y" * 10)))
+    cb._ack_pending = True
+    out.clear()
+    cb.output(now, out)  # type: ignore[arg-type]
+    assert parse(memoryview(out[0])).opts.sack == [
+        (sq.add(cb.rcv_nxt, 100), sq.add(cb.rcv_nxt, 110))]
+
+
 def test_receive_checksum_check_matches_verify_checksum() -> None:
     """The layer's inlined check accepts exactly what verify_checksum accepts: IPv4 and
     IPv6 pseudo-headers, odd and even lengths, short and long (chunked) segments, one
