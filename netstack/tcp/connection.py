@@ -470,6 +470,12 @@ class TcpConnection:
         self._ack_now = False
         return self._advertise(), self._ts_now(now)
 
+    def _packs_at_once(self) -> bool:
+        """Whether the next segment is the common one :func:`build_ts` packs at once:
+        timestamps agreed and no SACK block to carry (exactly when :meth:`_segment`
+        would add none)."""
+        return self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack is not None))
+
     def _advertise(self) -> int:
         """The window field of the next segment (scaled, RFC 7323 §2.3); records the right
         edge it advertises."""
@@ -1704,9 +1710,9 @@ class TcpConnection:
             self._arm_pto(now)
         sent += new
         if (self._ack_pending or self._ack_now) and not sent:
-            if self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack is not None)):
-                # the common pure ACK (timestamps, no SACK block to carry), packed at
-                # once: what _segment makes of it (as _send_new does for data)
+            if self._packs_at_once():
+                # the common pure ACK, packed at once: what _segment makes of it (as
+                # _send_new does for data)
                 window, ts_val = self._stamp(now)
                 out.append(build_ts(self._pseudo_base, self.local_port, self.remote_port,
                                     self.snd_nxt, self.rcv_nxt, ACK, window, ts_val,
@@ -1856,7 +1862,7 @@ class TcpConnection:
         # The common case, built at once (build_ts): timestamps and no SACK block to carry
         # (exactly when _segment would add none); window and TSval are the same for every
         # segment of this pass, as _segment would compute them each time.
-        fast = self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack is not None))
+        fast = self._packs_at_once()
         # Runs of full-sized segments (SegmentRun): the same segments, built with their
         # frames by the interface; only without TSO, over IPv4, for a consumer that
         # frames them (layer.tx_runs).
