@@ -470,11 +470,12 @@ class TcpConnection:
         self._ack_now = False
         return self._advertise(), self._ts_now(now)
 
-    def _packs_at_once(self) -> bool:
+    def _packs_at_once(self, with_sack: bool = True) -> bool:
         """Whether the next segment is the common one :func:`build_ts` packs at once:
         timestamps agreed and no SACK block to carry (exactly when :meth:`_segment`
-        would add none)."""
-        return self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack is not None))
+        would add none; ``with_sack`` as it takes it)."""
+        return self.ts_ok and not (with_sack and self.sack_ok and
+                                   (self._ooo or self._dsack is not None))
 
     def _advertise(self) -> int:
         """The window field of the next segment (scaled, RFC 7323 §2.3); records the right
@@ -495,6 +496,15 @@ class TcpConnection:
 
     def _segment(self, seqno: int, ack: int, flags: int, payload: bytes | memoryview,
                  now: float, with_sack: bool = True, syn_opts: TcpOptions | None = None) -> bytes:
+        if syn_opts is None and self._packs_at_once(with_sack):
+            # the common segment (timestamps, no SACK block), packed at once: the same
+            # bytes as the general way below (build_ts is build with these options)
+            if flags & ACK:
+                self._ack_pending = False
+                self._ack_now = False
+            return build_ts(self._pseudo_base, self.local_port, self.remote_port, seqno,
+                            ack, flags, self._advertise(), self._ts_now(now),
+                            self._ts_recent, payload, self.layer.tx_csum_partial)
         opts = syn_opts if syn_opts is not None else TcpOptions()
         if self.ts_ok or (syn_opts is not None and syn_opts.ts_val is not None):
             opts.ts_val = self._ts_now(now)
@@ -1710,15 +1720,7 @@ class TcpConnection:
             self._arm_pto(now)
         sent += new
         if (self._ack_pending or self._ack_now) and not sent:
-            if self._packs_at_once():
-                # the common pure ACK, packed at once: what _segment makes of it (as
-                # _send_new does for data)
-                window, ts_val = self._stamp(now)
-                out.append(build_ts(self._pseudo_base, self.local_port, self.remote_port,
-                                    self.snd_nxt, self.rcv_nxt, ACK, window, ts_val,
-                                    self._ts_recent, b"", self.layer.tx_csum_partial))
-            else:
-                out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
+            out.append(self._segment(self.snd_nxt, self.rcv_nxt, ACK, b"", now))
 
     def _retransmit_one(self, at: int, now: float, out: list[OutSegment]) -> int:
         off = sq.diff(at, self.snd_una)

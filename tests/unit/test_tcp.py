@@ -467,9 +467,10 @@ def test_build_ts_is_byte_identical_to_build() -> None:
 
 
 def test_pure_ack_fast_build_equals_segment() -> None:
-    """The pure ACK that output() packs at once (timestamps, no SACK block) is the
-    segment _segment makes of it, byte for byte, and leaves no ACK owed; with SACK
-    blocks to carry, output() takes _segment's way and they ride on the ACK."""
+    """The pure ACK output() makes goes the way _segment packs at once (timestamps, no
+    SACK block): byte for byte what the general builder makes of the same fields, and
+    no ACK owed after it; with SACK blocks to carry, _segment takes the general way and
+    they ride on the ACK."""
     sim, ca, cb = pair()
     transfer(sim, ca, cb, b"x" * 5000)
     assert cb.ts_ok
@@ -483,6 +484,11 @@ def test_pure_ack_fast_build_equals_segment() -> None:
     assert out[0] == want
     seg = parse(memoryview(want))
     assert seg.flags == ACK and seg.ack == cb.rcv_nxt and seg.opts.ts_ecr == cb._ts_recent
+    assert seg.opts.ts_val == cb._ts_now(now)
+    assert want == build(cb.local_ip, cb.remote_ip, cb.local_port, cb.remote_port, seg.seq,
+                         seg.ack, ACK, seg.window, build_options(TcpOptions(
+                             ts_val=seg.opts.ts_val, ts_ecr=seg.opts.ts_ecr)), b"",
+                         cb.layer.tx_csum_partial)
     # out of order data held: the ACK carries SACK blocks (the general builder)
     cb._ooo.append((sq.add(cb.rcv_nxt, 100), bytearray(b"y" * 10)))
     cb._ack_pending = True
@@ -490,7 +496,6 @@ def test_pure_ack_fast_build_equals_segment() -> None:
     cb.output(now, out)  # type: ignore[arg-type]
     assert parse(memoryview(out[0])).opts.sack == [
         (sq.add(cb.rcv_nxt, 100), sq.add(cb.rcv_nxt, 110))]
-
 
 def test_receive_checksum_check_matches_verify_checksum() -> None:
     """The layer's inlined check accepts exactly what verify_checksum accepts: IPv4 and
