@@ -36,6 +36,7 @@ import contextlib
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -219,16 +220,28 @@ def pid_starttime(pid: int) -> int | None:
 
 
 def wait_pid_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
-    """Wait until ``pid`` has exited (reaping it when it is our child); True if it did."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
+    """Wait until ``pid`` (``proc``'s when given) has exited, reaping it when it is our
+    child; True if it did. Waits on a pidfd, which becomes readable when the process
+    exits (Linux 5.3), for at most ``timeout`` seconds: no polling."""
+    if proc is not None:
+        if proc.poll() is not None:
             return True
-        if proc is None and not pid_alive(pid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
+        pid = proc.pid
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        if proc is not None:
+            proc.poll()  # (reaped meanwhile by someone: ECHILD, which poll takes as gone)
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+    finally:
+        os.close(fd)
+    if not ready:
+        return False
+    if proc is not None:
+        proc.poll()
+    return True
 
 
 def kill_pid(pid: int, proc: subprocess.Popen[bytes] | None = None,
