@@ -267,29 +267,13 @@ def _run(argv: Sequence[str], netns: str | None, timeout: float = 15.0,
     return cp
 
 
-def listening_sockets(netns: str) -> list[tuple[str, int]]:
-    """(address, port) of every listening TCP socket in ``netns``."""
-    out = _run(["ss", "-Hltn"], netns).stdout
-    result = []
-    for line in out.splitlines():
-        cols = line.split()
-        if len(cols) < 4:
-            continue
-        host, _, port = cols[3].rpartition(":")
-        with contextlib.suppress(ValueError):
-            result.append((host.strip("[]"), int(port)))
-    return result
-
-
-_WILDCARDS = {"0.0.0.0", "*", "::", ""}
-
-
 def is_listening(netns: str, address: str, port: int) -> bool:
     """Whether something listens on ``address:port`` (or a wildcard) in ``netns``."""
-    for host, p in listening_sockets(netns):
-        if p == port and (host == address or host in _WILDCARDS):
-            return True
-    return False
+    try:
+        found = nsh.listening_ports(netns)
+    except nsh.NetnsError as e:
+        raise TargetCommandError(["ss", "-ltnH"], None, str(e)) from e
+    return nsh.listens_on(found, port, address)
 
 
 def wait_listening(netns: str, address: str, port: int, timeout: float,

@@ -69,20 +69,6 @@ def environment_problem() -> str | None:
     return None
 
 
-def listening_ports(netns: str) -> set[tuple[str, int]]:
-    """(local address, port) pairs of TCP sockets listening inside ``netns``."""
-    cp = nsh.run(["ss", "-ltnH"], netns=netns)
-    out: set[tuple[str, int]] = set()
-    for line in cp.stdout.splitlines():
-        cols = line.split()
-        if len(cols) < 4:
-            continue
-        addr, _, port = cols[3].rpartition(":")
-        if port.isdigit():
-            out.add((addr.strip("[]"), int(port)))
-    return out
-
-
 @dataclass
 class Topology:
     """A built topology; see :func:`topology`."""
@@ -130,9 +116,8 @@ class Topology:
         exited."""
         deadline = time.monotonic() + timeout
         while True:
-            found = listening_ports(self.netns)
-            if any(p == port and (addr is None or a in (addr, "*", "0.0.0.0", "::"))
-                   for a, p in found):
+            found = nsh.listening_ports(self.netns)
+            if nsh.listens_on(found, port, addr):
                 return
             if proc is not None and not proc.alive():
                 raise HarnessError(f"{' '.join(proc.argv)} exited with status "

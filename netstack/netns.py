@@ -13,7 +13,7 @@ import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 
 class NetnsError(Exception):
@@ -31,6 +31,33 @@ def run(cmd: Sequence[str], netns: str | None = None, check: bool = True,
     if check and cp.returncode != 0:
         raise NetnsError(f"{' '.join(full)}: exit {cp.returncode}: {cp.stderr.strip()}")
     return cp
+
+
+#: The local addresses ``ss`` shows for a socket listening on every address.
+WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "*", "::", ""})
+
+
+def listening_ports(netns: str) -> set[tuple[str, int]]:
+    """(local address, port) pairs of TCP sockets listening inside ``netns``
+    (``ss -ltnH``; an IPv6 address without its brackets)."""
+    cp = run(["ss", "-ltnH"], netns=netns)
+    out: set[tuple[str, int]] = set()
+    for line in cp.stdout.splitlines():
+        cols = line.split()
+        if len(cols) < 4:
+            continue
+        addr, _, port = cols[3].rpartition(":")
+        if port.isdigit():
+            out.add((addr.strip("[]"), int(port)))
+    return out
+
+
+def listens_on(found: Iterable[tuple[str, int]], port: int, addr: str | None = None) -> bool:
+    """Whether ``found`` (from :func:`listening_ports`) holds a socket on ``port`` that
+    takes connections to ``addr``: bound to it or to every address (any address when
+    ``addr`` is None)."""
+    return any(p == port and (addr is None or a == addr or a in WILDCARD_ADDRESSES)
+               for a, p in found)
 
 
 def unique_name(prefix: str) -> str:

@@ -27,12 +27,13 @@ import pytest
 
 from netstack import netns as nsh
 from netstack.addrconf import Ipv6Config
-from netstack.harness import Topology, listening_ports
+from netstack.harness import Topology
 from netstack.link import LinkError, PcapLink, TapLink
 from netstack.link import tap as tap_mod
 from netstack.link.gso import VNET_HLEN
 from netstack.linkopts import LinkOptions, open_link
 from netstack.loop import Loop
+from netstack.netns import listening_ports
 from netstack.stack import NetStack, StackConfig
 from tests.integration.test_kernel_tcp import PEER, PORT, expected_sha, send_stream
 

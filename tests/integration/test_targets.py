@@ -258,6 +258,11 @@ def test_tgtd_start_failure_is_typed(ns: str) -> None:
     assert parse_size("3T") == 3 * TiB and parse_size("64MiB") == 64 << 20
     with pytest.raises(TargetConfigError):
         parse_size("lots")
+    # nothing listens in the namespace now; a namespace that is gone is a typed error
+    assert not is_listening(ns, "10.99.0.1", 3260)
+    with pytest.raises(TargetCommandError) as ce:
+        is_listening("bitest-gone-ns", ADDR, 3260)
+    assert "ss" in ce.value.argv and "bitest-gone-ns" in str(ce.value)
 
 
 # --------------------------------------------------------------------------- istgt
