@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -124,15 +123,17 @@ class Isnsd:
 
     def wait_registered(self, name: str, timeout: float = 10.0) -> str:
         """Poll the database until storage node ``name`` is in it; returns the dump."""
-        deadline = time.monotonic() + timeout
-        while True:
+        dump = ""
+
+        def registered() -> bool:
+            nonlocal dump
             dump = self.dump_db()
-            if f'"{name}"' in dump:
-                return dump
-            if time.monotonic() >= deadline:
-                raise TargetStartError(f"{name} not registered with isnsd after "
-                                       f"{timeout:g} s; database:\n{dump}")
-            time.sleep(0.1)
+            return f'"{name}"' in dump
+
+        if nsh.poll_until(registered, timeout, 0.1) != "ready":
+            raise TargetStartError(f"{name} not registered with isnsd after "
+                                   f"{timeout:g} s; database:\n{dump}")
+        return dump
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM by PID, SIGKILL after ``timeout``."""

@@ -41,7 +41,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,14 +278,12 @@ def is_listening(netns: str, address: str, port: int) -> bool:
 def wait_listening(netns: str, address: str, port: int, timeout: float,
                    alive: Callable[[], bool], what: str) -> None:
     """Wait until ``address:port`` listens in ``netns``, ``what`` is alive meanwhile."""
-    deadline = time.monotonic() + timeout
-    while not is_listening(netns, address, port):
-        if not alive():
-            raise TargetStartError(f"{what} exited before listening on {address}:{port}")
-        if time.monotonic() >= deadline:
-            raise TargetStartError(
-                f"{what} does not listen on {address}:{port} in {netns} after {timeout:.0f} s")
-        time.sleep(0.05)
+    got = nsh.poll_until(lambda: is_listening(netns, address, port), timeout, alive=alive)
+    if got == "exited":
+        raise TargetStartError(f"{what} exited before listening on {address}:{port}")
+    if got == "timeout":
+        raise TargetStartError(
+            f"{what} does not listen on {address}:{port} in {netns} after {timeout:.0f} s")
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -605,19 +602,23 @@ class Tgtd(_TargetDaemon):
                                    f"tgtd log ({self.log_path}):\n{log_tail}") from e
 
     def _wait_control(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if not self.running:
-                raise TargetStartError("tgtd exited during start-up")
+        last: list[TargetCommandError] = []
+
+        def answers() -> bool:
             try:
                 self.tgtadm("--op", "show", "--mode", "system", timeout=5)
-                return
             except TargetCommandError as e:
-                if time.monotonic() >= deadline:
-                    raise TargetStartError(
-                        f"tgtd control channel not ready after {self.start_timeout:.0f} s: "
-                        f"{e}") from e
-            time.sleep(0.03)
+                last[:] = [e]
+                return False
+            return True
+
+        got = nsh.poll_until(answers, self.start_timeout, 0.03, lambda: self.running)
+        if got == "exited":
+            raise TargetStartError("tgtd exited during start-up")
+        if got == "timeout":
+            raise TargetStartError(
+                f"tgtd control channel not ready after {self.start_timeout:.0f} s: "
+                f"{last[0] if last else '(not asked)'}")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop tgtd gracefully (delete targets, delete system), SIGKILL if it lingers."""

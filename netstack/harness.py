@@ -114,19 +114,23 @@ class Topology:
         """Wait until a TCP socket listens on ``port`` (and ``addr`` if given) inside the
         namespace. Raises :class:`HarnessError` at the deadline, or at once if ``proc``
         exited."""
-        deadline = time.monotonic() + timeout
-        while True:
+        found: set[tuple[str, int]] = set()
+
+        def listens() -> bool:
+            nonlocal found
             found = nsh.listening_ports(self.netns)
-            if nsh.listens_on(found, port, addr):
-                return
-            if proc is not None and not proc.alive():
-                raise HarnessError(f"{' '.join(proc.argv)} exited with status "
-                                   f"{proc.proc.returncode} before listening on port {port}")
-            if time.monotonic() >= deadline:
-                where = f"{addr}:{port}" if addr else f"port {port}"
-                raise HarnessError(f"nothing listens on {where} in namespace {self.netns} "
-                                   f"after {timeout:g} s (listening: {sorted(found)})")
-            time.sleep(interval)
+            return nsh.listens_on(found, port, addr)
+
+        got = nsh.poll_until(listens, timeout, interval,
+                             None if proc is None else proc.alive)
+        if got == "exited":
+            assert proc is not None
+            raise HarnessError(f"{' '.join(proc.argv)} exited with status "
+                               f"{proc.proc.returncode} before listening on port {port}")
+        if got == "timeout":
+            where = f"{addr}:{port}" if addr else f"port {port}"
+            raise HarnessError(f"nothing listens on {where} in namespace {self.netns} "
+                               f"after {timeout:g} s (listening: {sorted(found)})")
 
     def peer_mac(self) -> bytes:
         """MAC address of the kernel-side interface that holds ``peer_ip``."""

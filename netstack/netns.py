@@ -13,7 +13,9 @@ import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Literal
 
 
 class NetnsError(Exception):
@@ -58,6 +60,32 @@ def listens_on(found: Iterable[tuple[str, int]], port: int, addr: str | None = N
     ``addr`` is None)."""
     return any(p == port and (addr is None or a == addr or a in WILDCARD_ADDRESSES)
                for a, p in found)
+
+
+PollOutcome = Literal["ready", "exited", "timeout"]
+
+
+def poll_until(ready: Callable[[], bool], timeout: float, interval: float = 0.05,
+               alive: Callable[[], bool] | None = None) -> PollOutcome:
+    """Ask ``ready()`` every ``interval`` seconds until it is true (``"ready"``),
+    ``alive()`` turns false first (``"exited"``), or ``timeout`` seconds have passed
+    (``"timeout"``, after a last look at the deadline).
+
+    The one wait for another process's state that gives no event to wait on — a port
+    that listens (``ss``), a control channel that answers (``tgtadm``), a node in a
+    daemon's database (``isnsd --dump-db``) — bounded by its deadline; never used for
+    our own stack, whose waits are the loop's deadlines. Callers turn the outcome into
+    their own typed errors."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return "ready"
+        if alive is not None and not alive():
+            return "exited"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        time.sleep(min(interval, left))
 
 
 def unique_name(prefix: str) -> str:
