@@ -20,8 +20,15 @@ Initiators:
   ``--mtu`` (default 9000; ``--mtu 1500 --mtu 9000`` for both). Every transfer is
   checked: data read is compared with the LUN file, data written is found in it.
 * ``iscsi-perf`` (libiscsi; reads only) — inside the namespace over the kernel's TCP
-  to the bridge address (local, so the loopback path), time-bounded (``-t``): sequential
-  ``-b <request> -m <seq-qd>``, random ``-r -b 8 -m 1|32``; its IOPS average is used.
+  to the bridge address (local, so the loopback path, MTU 65536; its rows have no MTU),
+  time-bounded (``-t``): sequential ``-b <request> -m <seq-qd>``, random
+  ``-r -b 8 -m 1|32``; its IOPS average is used. Then, per ``--mtu``, its sequential
+  read once more from a client namespace of its own joined to the bridge by a veth pair
+  of that MTU (:func:`veth_client`; client address 10.77.0.200, .201, ... in the order
+  of the ``--mtu`` options): a row with that MTU, the kernel's TCP over a link like
+  bootinit's TAP. Loopback is the faster path for it (e.g. 2.6-2.8 GB/s against ~2.0 at
+  MTU 1500 and ~2.5 at 65520), so the loopback row stays the reference of
+  ``/iscsi-perf`` (and of run_all's goals).
 * ``qemu-img convert`` (libiscsi inside qemu's block layer; defaults: 8 coroutines) —
   inside the namespace: ``iscsi://`` to a ``null-co`` sink (qemu-img refuses
   ``/dev/null`` as a convert target) for the read, and a tmpfs file to ``iscsi://`` for
@@ -30,8 +37,9 @@ Initiators:
 Before anything is timed tgtd is warmed up (:func:`warm_up`), so no initiator meets a
 colder target than the others.
 
-MB = 10**6 bytes. The ratio columns are bootinit ÷ iscsi-perf and bootinit ÷ qemu-img
-for the same test. Example::
+MB = 10**6 bytes. The ratio columns are bootinit ÷ iscsi-perf (over loopback),
+bootinit ÷ qemu-img for the same test, and, for ``seq-read`` and ``seq-read-1st``,
+bootinit ÷ iscsi-perf over a veth of the row's MTU (``/perf@MTU``). Example::
 
     sudo python bench/iscsi_io.py                     # ~1 min: 1 GiB, MTU 9000
     sudo python bench/iscsi_io.py --size 256M --mtu 1500 --mtu 9000 --json
@@ -57,6 +65,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +76,7 @@ if str(ROOT) not in sys.path:
 from bootinit.blockdev import BlockDevice, IoCallback, IoRequest  # noqa: E402
 from bootinit.initiator import Initiator  # noqa: E402
 from bootinit.targets import Tgtd, parse_size  # noqa: E402
+from netstack import netns as nsh  # noqa: E402
 from netstack.harness import BRIDGE_NAME, Topology, environment_problem, topology  # noqa: E402
 from netstack.link.tap import TapLink  # noqa: E402
 from netstack.loop import Loop  # noqa: E402
@@ -487,8 +497,11 @@ class Row:
     request_bytes: int
     qd: int
     note: str = ""
+    #: bootinit ÷ iscsi-perf over the target namespace's loopback (its ``mtu`` None).
     ratio_iscsi_perf: float | None = None
     ratio_qemu_img: float | None = None
+    #: bootinit ÷ iscsi-perf over a veth of this row's MTU (``seq-read``, ``-1st``).
+    ratio_iscsi_perf_mtu: float | None = None
     #: CPU (user + system) of the initiator's process per MiB moved, in ms: bootinit's
     #: own process; a tool's whole run (start and login included) from its rusage.
     cpu_ms_per_mib: float | None = None
@@ -653,10 +666,12 @@ def measure_bootinit(target: BenchTarget, s: Settings, mtu: int, salt: int,
 
 
 def run_tool(target: BenchTarget, argv: list[str], timeout: float,
-             graceful: bool = False) -> tuple[str, float]:
-    """Run ``argv`` inside the namespace; (stdout, wall seconds). On timeout it is sent
-    SIGTERM (its output is kept when ``graceful``), then SIGKILL — by its PID only."""
-    full = ["ip", "netns", "exec", target.topo.netns, *argv]
+             graceful: bool = False, netns: str | None = None) -> tuple[str, float]:
+    """Run ``argv`` inside the target's namespace (or ``netns``: e.g. a
+    :func:`veth_client`'s); (stdout, wall seconds). On timeout it is sent SIGTERM (its
+    output is kept when ``graceful``), then SIGKILL — by its PID only; interrupted
+    (Ctrl-C), it is killed and reaped before this returns."""
+    full = ["ip", "netns", "exec", target.topo.netns if netns is None else netns, *argv]
     t0 = time.perf_counter()
     proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     timed_out = False
@@ -697,22 +712,112 @@ def parse_iscsi_perf(out: str) -> tuple[int, float]:
 
 
 def iscsi_perf_row(target: BenchTarget, s: Settings, test: str, request: int, qd: int,
-                   seconds: int, rand: bool) -> Row:
-    """One time-bounded iscsi-perf run (it reads the LUN cyclically, or at random)."""
+                   seconds: int, rand: bool, client: VethClient | None = None) -> Row:
+    """One time-bounded iscsi-perf run (it reads the LUN cyclically, or at random):
+    inside the target's namespace over loopback (``mtu`` None), or from ``client``'s
+    namespace over its veth (``mtu`` the veth's)."""
     blocks = max(1, request // 512)
     argv = ["iscsi-perf", "-t", str(seconds), "-b", str(blocks), "-m", str(qd)]
     if rand:
         argv.append("-r")
     span = CpuSpan(target).start()
-    out, _ = run_tool(target, [*argv, target.url], seconds + 30, graceful=True)
+    out, _ = run_tool(target, [*argv, target.url], seconds + 30, graceful=True,
+                      netns=None if client is None else client.netns)
     span.stop()
     bs, iops = parse_iscsi_perf(out)
     if bs * blocks != request:
         raise BenchError(f"iscsi-perf: block size {bs}, so -b {blocks} is not {request} bytes")
     requests = round(iops * seconds)
     note = "unaligned 512 B offsets" if rand else "cycles over the LUN"
-    return span.stamp(Row(test, "iscsi-perf", None, requests * request, float(seconds),
-                          requests, request, qd, note), tool=True)
+    if client is not None:
+        note += f", over a veth of MTU {client.mtu} from its own namespace"
+    return span.stamp(Row(test, "iscsi-perf", None if client is None else client.mtu,
+                          requests * request, float(seconds), requests, request, qd, note),
+                      tool=True)
+
+
+#: Host number, in the bridge's subnet, of the first veth client (10.77.0.200 in the
+#: harness's 10.77.0.0/24, where the bridge is .1 and bootinit's TAP .2); the client of
+#: the ``index``-th MTU is host ``VETH_CLIENT_HOST + index``.
+VETH_CLIENT_HOST = 200
+
+
+@dataclass(frozen=True)
+class VethClient:
+    """A namespace of its own joined to the target's bridge by a veth pair (see
+    :func:`veth_client`): ``dev`` in ``netns`` holds ``address``, its peer
+    ``bridge_port`` is a port of ``br0`` in the target's namespace; both of MTU ``mtu``."""
+
+    netns: str
+    dev: str
+    bridge_port: str
+    address: IPv4Interface
+    mtu: int
+
+
+def veth_client_address(topo: Topology, index: int) -> IPv4Interface:
+    """The address of the ``index``-th veth client: host ``VETH_CLIENT_HOST + index`` of
+    the bridge's subnet, which is neither the bridge's nor bootinit's address (else
+    :class:`BenchError`)."""
+    net = topo.peer_ip.network
+    host = VETH_CLIENT_HOST + index
+    if index < 0 or host >= net.num_addresses - 1:
+        raise BenchError(f"no veth client address {index} in {net} (host {host})")
+    addr = net.network_address + host
+    if addr in (topo.peer_addr, topo.our_ip.ip):
+        raise BenchError(f"veth client address {addr} is taken in {net}")
+    return IPv4Interface((addr, net.prefixlen))
+
+
+@contextlib.contextmanager
+def veth_client(target: BenchTarget, mtu: int, index: int = 0) -> Iterator[VethClient]:
+    """A client namespace of its own, joined to the target namespace's bridge by a veth
+    pair of ``mtu``: the target-side end a port of ``br0``, the client end with
+    :func:`veth_client_address` (``index``). For an initiator that the kernel's TCP
+    carries over a link of the same MTU as bootinit's TAP, rather than over the target
+    namespace's loopback. Everything is removed on exit, also on errors and Ctrl-C:
+    the bridge port (which deletes the pair), the target's ARP entry for the client,
+    the namespace."""
+    topo = target.topo
+    bridge = topo.bridge or BRIDGE_NAME
+    address = veth_client_address(topo, index)
+
+    def remove(client: VethClient) -> None:
+        # Deleting one end deletes both, at once (a deleted namespace's devices go
+        # later, from the kernel's cleanup work).
+        nsh.delete_link(client.bridge_port, topo.netns)
+        nsh.run(["ip", "neigh", "flush", "to", str(address.ip)], netns=topo.netns,
+                check=False)
+
+    # Unwound in reverse: the pair and the ARP entry, then the namespace.
+    with contextlib.ExitStack() as stack:
+        try:
+            ns = stack.enter_context(nsh.namespace("bvc"))
+            client = VethClient(ns, nsh.unique_name("bvc"), nsh.unique_name("bvt"),
+                                address, mtu)
+            stack.callback(remove, client)
+            # IPv6 off, as in the harness's namespaces: no router solicitations.
+            nsh.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                     "net.ipv6.conf.default.disable_ipv6=1"], netns=ns)
+            nsh.add_veth(topo.netns, client.bridge_port, ns, client.dev)
+            nsh.set_mtu(client.bridge_port, mtu, topo.netns)
+            nsh.set_mtu(client.dev, mtu, ns)
+            nsh.enslave(topo.netns, client.bridge_port, bridge)
+            nsh.link_up(client.bridge_port, topo.netns)
+            nsh.add_address(ns, client.dev, str(address))
+            nsh.link_up(client.dev, ns)
+        except nsh.NetnsError as e:
+            raise BenchError(f"veth client of MTU {mtu}: {e}") from e
+        yield client
+
+
+def iscsi_perf_veth_row(target: BenchTarget, s: Settings, mtu: int, index: int = 0) -> Row:
+    """iscsi-perf's ``seq-read`` (the loopback row's ``-t``/``-b``/``-m``) from a
+    :func:`veth_client` of ``mtu``: the reference at bootinit's own MTU (row ``mtu``
+    set; the loopback row's is None). All it made is gone when it returns or raises."""
+    with veth_client(target, mtu, index) as client:
+        return iscsi_perf_row(target, s, "seq-read", s.request, s.seq_qd, s.perf_seconds,
+                              False, client)
 
 
 def qemu_img_rows(target: BenchTarget, s: Settings) -> list[Row]:
@@ -748,11 +853,15 @@ def qemu_img_rows(target: BenchTarget, s: Settings) -> list[Row]:
 
 
 def tool_rows(target: BenchTarget, s: Settings) -> list[Row]:
-    """iscsi-perf and qemu-img rows as ``s.tools`` asks."""
+    """iscsi-perf and qemu-img rows as ``s.tools`` asks: iscsi-perf's ``seq-read`` over
+    the target namespace's loopback (``mtu`` None), then from a veth client per MTU of
+    ``s.mtus`` (:func:`iscsi_perf_veth_row`), then its random reads (loopback only)."""
     rows: list[Row] = []
     if "iscsi-perf" in s.tools:
         rows.append(iscsi_perf_row(target, s, "seq-read", s.request, s.seq_qd,
                                    s.perf_seconds, False))
+        for i, mtu in enumerate(s.mtus):
+            rows.append(iscsi_perf_veth_row(target, s, mtu, i))
         rsec = max(1, math.ceil(s.random_seconds))
         for qd in (1, 32):
             rows.append(iscsi_perf_row(target, s, f"rand-read-qd{qd}", RANDOM_BYTES, qd,
@@ -768,18 +877,30 @@ def reference_test(test: str) -> str:
     return "seq-read" if test == "seq-read-1st" else test
 
 
+#: bootinit's tests that also get a ratio against iscsi-perf over a veth of their MTU.
+SAME_MTU_TESTS = ("seq-read", "seq-read-1st")
+
+
 def add_ratios(rows: list[Row]) -> None:
     """Fill the ratio columns of bootinit rows from the tools' rows of the same test
-    (``seq-read-1st``: of ``seq-read``, the tools read only so)."""
-    ref = {(r.test, r.initiator): r.mb_per_s for r in rows if r.initiator != "bootinit"}
+    (``seq-read-1st``: of ``seq-read``, the tools read only so): ``ratio_iscsi_perf``
+    and ``ratio_qemu_img`` against the tools' loopback rows (``mtu`` None), and, for
+    :data:`SAME_MTU_TESTS`, ``ratio_iscsi_perf_mtu`` against iscsi-perf over a veth of
+    the row's MTU."""
+    ref = {(r.test, r.initiator): r.mb_per_s for r in rows
+           if r.initiator != "bootinit" and r.mtu is None}
+    same_mtu: dict[tuple[str, int | None], float] = {(r.test, r.mtu): r.mb_per_s for r in rows
+                if r.initiator == "iscsi-perf" and r.mtu is not None}
     for r in rows:
         if r.initiator != "bootinit":
             continue
         test = reference_test(r.test)
         perf = ref.get((test, "iscsi-perf"))
         qemu = ref.get((test, "qemu-img"))
+        veth = same_mtu.get((test, r.mtu)) if r.test in SAME_MTU_TESTS else None
         r.ratio_iscsi_perf = r.mb_per_s / perf if perf else None
         r.ratio_qemu_img = r.mb_per_s / qemu if qemu else None
+        r.ratio_iscsi_perf_mtu = r.mb_per_s / veth if veth else None
 
 
 WARM_UP_REQUEST = 2 * MiB
@@ -831,11 +952,17 @@ def run(s: Settings) -> tuple[list[Row], dict[str, Any]]:
         for i, mtu in enumerate(s.mtus):
             rows += measure_bootinit(target, s, mtu, 100 + i, info)
         rows += tool_rows(target, s)
-    order = {t: i for i, t in enumerate(TESTS)}
-    who = {n: i for i, n in enumerate(INITIATORS)}
-    rows.sort(key=lambda r: (order[r.test], who[r.initiator], r.mtu or 0))
+    sort_rows(rows)
     add_ratios(rows)
     return rows, info
+
+
+def sort_rows(rows: list[Row]) -> None:
+    """Order ``rows`` as the table shows them, in place: by test, initiator, then MTU,
+    a tool's loopback row (MTU None) before its veth rows."""
+    order = {t: i for i, t in enumerate(TESTS)}
+    who = {n: i for i, n in enumerate(INITIATORS)}
+    rows.sort(key=lambda r: (order[r.test], who[r.initiator], -1 if r.mtu is None else r.mtu))
 
 
 # --------------------------------------------------------------------------- output
@@ -872,21 +999,24 @@ def table(rows: list[Row], info: dict[str, Any]) -> str:
             "negotiated: " + ", ".join(f"{k}={v}" for k, v in neg.items()),
             "",
             f"{'test':<15} {'initiator':<10} {'MTU':>5} {'MB/s':>9} {'IOPS':>9} "
-            f"{'requests':>9} {'seconds':>8} {'/iscsi-perf':>11} {'/qemu-img':>9} "
-            f"{'cpu':>6} {'tgtd':>6}  note   (cpu, tgtd: CPU ms per MiB moved)"]
+            f"{'requests':>9} {'seconds':>8} {'/iscsi-perf':>11} {'/perf@MTU':>9} "
+            f"{'/qemu-img':>9} {'cpu':>6} {'tgtd':>6}  note   (cpu, tgtd: CPU ms per MiB "
+            f"moved; /iscsi-perf: over loopback, /perf@MTU: over a veth of the row's MTU)"]
     lines = head
     for r in rows:
         iops = f"{r.iops:9.0f}" if r.request_bytes == RANDOM_BYTES else f"{'-':>9}"
         reqs = f"{r.requests:9d}" if r.requests else f"{'-':>9}"
         rp = f"{r.ratio_iscsi_perf:11.2f}" if r.ratio_iscsi_perf is not None else f"{'-':>11}"
         rq = f"{r.ratio_qemu_img:9.2f}" if r.ratio_qemu_img is not None else f"{'-':>9}"
+        rm = (f"{r.ratio_iscsi_perf_mtu:9.2f}" if r.ratio_iscsi_perf_mtu is not None
+              else f"{'-':>9}")
         mtu = str(r.mtu) if r.mtu is not None else "-"
         secs = f"{r.seconds:8.2f}" if r.seconds >= 0.1 else f"{r.seconds:8.4f}"  # (tiny LUNs)
         cpu = f"{r.cpu_ms_per_mib:6.2f}" if r.cpu_ms_per_mib is not None else f"{'-':>6}"
         tgt = (f"{r.target_ms_per_mib:6.2f}" if r.target_ms_per_mib is not None
                else f"{'-':>6}")
         lines.append(f"{r.test:<15} {r.initiator:<10} {mtu:>5} {r.mb_per_s:9.1f} {iops} "
-                     f"{reqs} {secs} {rp} {rq} {cpu} {tgt}  {r.note}".rstrip())
+                     f"{reqs} {secs} {rp} {rm} {rq} {cpu} {tgt}  {r.note}".rstrip())
     return "\n".join(lines)
 
 

@@ -6,8 +6,14 @@ Three parts, each reusing its own benchmark module:
   write and read of ``--size`` bytes and 4 KiB random reads at queue depth 1 and 32, by
   bootinit (our stack on a TAP, once per ``--mtu`` and offload mode; every byte
   checked) and by libiscsi: ``iscsi-perf`` (reads) and ``qemu-img convert`` from/to
-  ``iscsi://`` (read into null-co, write from a tmpfs file, checked in the LUN file).
-  Ratios bootinit/iscsi-perf and bootinit/qemu-img.
+  ``iscsi://`` (read into null-co, write from a tmpfs file, checked in the LUN file),
+  both inside the target's namespace, so over its loopback (MTU 65536; rows without an
+  MTU). Ratios bootinit/iscsi-perf and bootinit/qemu-img against those rows. Besides,
+  per ``--mtu``, an iscsi-perf ``seq-read`` row with that MTU: iscsi-perf from a
+  namespace of its own, joined to the target's bridge by a veth pair of that MTU, so
+  the kernel's TCP over a link like our TAP; bootinit's ``seq-read`` and
+  ``seq-read-1st`` rows get a ratio against it, ``iscsi-perf@mtu`` (informative: at
+  MTU 1500 it is the like-for-like figure, loopback being faster for iscsi-perf).
 * ``tcp`` (bench/tcp_bulk.py, bench/pytcp_peer.py, bench/tap_ceiling.py) — per MTU a
   namespace with a TAP and the kernel peer tests/integration/tcp_peer.py: the raw TAP
   ceiling (rx/tx, Python moving prebuilt frames), our stack's bulk receive and send
@@ -20,11 +26,12 @@ Three parts, each reusing its own benchmark module:
   doing the same transfers (sha256 checked). Ratio ours/kernel for our rows of that MTU.
 
 Goals are printed beside the ratios, and whether each is met: seq read and write
->= 0.8x libiscsi (the faster libiscsi row of the test); TCP bulk >= 20x PyTCP at the
-same MTU; ours/kernel veth >= 0.3 with offloads at MTU 65520. Timings are never
-asserted; a failed data check makes the row ``FAIL`` and the exit status 1. A peer
-that cannot be measured (PyTCP not installed, a tool missing) gives ``n/a`` rows that
-say why. MB = 10**6 bytes. Needs root (namespaces, TAPs).
+>= 0.8x libiscsi (the faster libiscsi row of the test, among the loopback rows only:
+the goals stay against the fastest libiscsi, never the veth row of the same MTU); TCP
+bulk >= 20x PyTCP at the same MTU; ours/kernel veth >= 0.3 with offloads at MTU 65520.
+Timings are never asserted; a failed data check makes the row ``FAIL`` and the exit
+status 1. A peer that cannot be measured (PyTCP not installed, a tool missing) gives
+``n/a`` rows that say why. MB = 10**6 bytes. Needs root (namespaces, TAPs).
 
 Rounds. On a small machine shared with other work one run moves by +-25%, so one
 run's ratio (0.78 against a goal of 0.8) says little. ``--rounds N`` (default 1; 3 to
@@ -33,9 +40,10 @@ median MB/s and IOPS, their range (min-max; every value in the JSON's ``samples`
 in the JSON, every ratio per round (``round_ratios``):
 
 * ``iscsi``: after the one warm-up, N rounds on the same tgtd and LUN, each measuring
-  every row once, in turn: every bootinit configuration, then iscsi-perf, then
-  qemu-img. Both sides of a ratio are measured in the same round, a minute or two
-  apart, so per-round ratios cancel the machine's load drift;
+  every row once, in turn: every bootinit configuration, then iscsi-perf (loopback,
+  then over each MTU's veth), then qemu-img. Both sides of a ratio are measured in the
+  same round, a minute or two apart, so per-round ratios cancel the machine's load
+  drift;
 * ``tcp``: per MTU the TAP ceiling, ours with offloads off and PyTCP are measured each
   round, in turn (PyTCP once let one slow minute decide the 20x goal); then ours with
   offloads on N times (it replaces the plain TAP, so it cannot alternate with the rows
@@ -223,8 +231,8 @@ def expected_rows(part: str, s: Settings) -> list[Key]:
     if part == "iscsi":
         keys: list[Key] = [("iscsi", t, "bootinit", mtu, o) for t in iscsi_io.TESTS
                            for mtu in s.mtus for o in offs]
-        return keys + [("iscsi", t, w, None, "-")
-                       for t, w in _tool_tests(["iscsi-perf", "qemu-img"])]
+        return keys + [("iscsi", t, w, mtu, "-")
+                       for t, w, mtu in _tool_tests(["iscsi-perf", "qemu-img"], s.mtus)]
     if part == "tcp":
         return [("tcp", f"tcp-{d}", who, mtu, o) for mtu in s.mtus for d in ("recv", "send")
                 for who, o in [*(("bootinit", o) for o in offs), ("pytcp", "off"),
@@ -366,8 +374,8 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
     for tool in ("iscsi-perf", "qemu-img"):
         if tool in lack:
             why = f"{tool} not found (Debian package {lack[tool]})"
-            absent += [missing("iscsi", t, w, None, "-", "n/a", why)
-                       for t, w in _tool_tests([tool])]
+            absent += [missing("iscsi", t, w, mtu, "-", "n/a", why)
+                       for t, w, mtu in _tool_tests([tool], s.mtus)]
     try:
         with iscsi_io.bench_target(s.size, mtu=max(s.mtus), lun_dir=s.lun_dir,
                                    prefix="ball", cc=s.target_cc, pin=s.pin) as target:
@@ -391,8 +399,8 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
                     rows += [_iscsi_row(r, "-") for r in iscsi_io.tool_rows(target, iset)]
                 except Exception as e:
                     why = _why(e)
-                    rows += [missing("iscsi", t, who, None, "-", "FAIL", why)
-                             for t, who in _tool_tests(tools)]
+                    rows += [missing("iscsi", t, who, mtu, "-", "FAIL", why)
+                             for t, who, mtu in _tool_tests(tools, s.mtus)]
     except Exception as e:  # the target (namespace, tgtd, LUN) itself
         if not rounds:
             rounds.append(list(absent))
@@ -406,17 +414,22 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
     out = aggregate(rounds)
     order = {t: i for i, t in enumerate(tests)}
     who = {n: i for i, n in enumerate(iscsi_io.INITIATORS)}
-    out.sort(key=lambda r: (order[r.test], who[r.who], r.mtu or 0, r.offload))
+    # the tools' loopback rows (MTU None) before their veth rows (by MTU)
+    out.sort(key=lambda r: (order[r.test], who[r.who], -1 if r.mtu is None else r.mtu,
+                            r.offload))
     return out
 
 
-def _tool_tests(tools: list[str]) -> list[tuple[str, str]]:
-    out = []
+def _tool_tests(tools: list[str], mtus: Sequence[int]) -> list[tuple[str, str, int | None]]:
+    """(test, initiator, MTU) of the tools' rows: MTU None over the target namespace's
+    loopback, and iscsi-perf's ``seq-read`` over a veth of each of ``mtus``."""
+    out: list[tuple[str, str, int | None]] = []
     if "iscsi-perf" in tools:
-        out += [("seq-read", "iscsi-perf"), ("rand-read-qd1", "iscsi-perf"),
-                ("rand-read-qd32", "iscsi-perf")]
+        out += [("seq-read", "iscsi-perf", None),
+                *(("seq-read", "iscsi-perf", mtu) for mtu in mtus),
+                ("rand-read-qd1", "iscsi-perf", None), ("rand-read-qd32", "iscsi-perf", None)]
     if "qemu-img" in tools:
-        out += [("seq-read", "qemu-img"), ("seq-write", "qemu-img")]
+        out += [("seq-read", "qemu-img", None), ("seq-write", "qemu-img", None)]
     return out
 
 
@@ -540,7 +553,12 @@ def run_kernel(s: Settings, info: dict[str, Any]) -> list[Row]:
 # --------------------------------------------------------------------------- ratios
 
 
+#: The ratio of bootinit's seq-read rows against iscsi-perf over a veth of their MTU.
+SAME_MTU_RATIO = "iscsi-perf@mtu"
+
+
 def _mbs(rows: Sequence[Row], **match: object) -> float | None:
+    """The MB/s of the first row with a number whose fields equal ``match``."""
     for r in rows:
         if r.mb_per_s is not None and all(getattr(r, k) == v for k, v in match.items()):
             return r.mb_per_s
@@ -556,9 +574,13 @@ def ratios_of(rows: Sequence[Row], kernel_mtu: int) -> list[Ratios]:
     """The ratios of bootinit's rows (and PyTCP's /tap) from the rows' ``mb_per_s``,
     one entry per row (empty for rows without ratios). A pure function.
 
-    Goal ratios: seq read/write against the faster libiscsi row of the test (so the
-    smallest libiscsi ratio); TCP against PyTCP at the same MTU; offloads-on TCP at
-    ``kernel_mtu`` against the kernel."""
+    iSCSI: ``iscsi-perf`` and ``qemu-img`` against the tools' loopback rows (MTU None)
+    of the test; ``iscsi-perf@mtu`` (``seq-read``, ``seq-read-1st``) against iscsi-perf
+    over a veth of the row's MTU.
+
+    Goal ratios: seq read/write against the faster libiscsi loopback row of the test (so
+    the smallest libiscsi ratio; never the veth rows); TCP against PyTCP at the same MTU;
+    offloads-on TCP at ``kernel_mtu`` against the kernel."""
     out: list[Ratios] = []
     for r in rows:
         ratios: dict[str, float] = {}
@@ -567,12 +589,17 @@ def ratios_of(rows: Sequence[Row], kernel_mtu: int) -> list[Ratios]:
         if r.mb_per_s is None:
             continue
         if r.part == "iscsi" and r.who == "bootinit":
-            refs = {w: _mbs(rows, part="iscsi", test=iscsi_io.reference_test(r.test),
-                            who=w)
+            test = iscsi_io.reference_test(r.test)
+            # the loopback rows only: the veth rows (with an MTU) have the same test
+            refs = {w: _mbs(rows, part="iscsi", test=test, who=w, mtu=None)
                     for w in ("iscsi-perf", "qemu-img")}
             for w, ref in refs.items():
                 if ref:
                     ratios[w] = r.mb_per_s / ref
+            if r.test in iscsi_io.SAME_MTU_TESTS:
+                veth = _mbs(rows, part="iscsi", test=test, who="iscsi-perf", mtu=r.mtu)
+                if veth:
+                    ratios[SAME_MTU_RATIO] = r.mb_per_s / veth
             goal = {"seq-read": GOAL_SEQ_READ, "seq-write": GOAL_SEQ_WRITE}.get(r.test)
             if goal is not None:
                 known = [v for v in refs.values() if v]
@@ -687,7 +714,10 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
                     f"{_size(req)} requests x{qd} (iscsi-perf the same), tgtd warmed up "
                     f"first; seq-read: the LUN read round and round for "
                     f"{s.get('perf_seconds', '?')} s as iscsi-perf does, seq-read-1st: "
-                    f"our one pass right after the write")
+                    f"our one pass right after the write; the tools over the target "
+                    f"namespace's loopback (MTU -), iscsi-perf seq-read also over a veth "
+                    f"of each MTU from its own namespace (ratio iscsi-perf@mtu; goals "
+                    f"against the loopback rows)")
     if "tcp" in s["parts"]:
         what.append(f"TCP bulk {_size(s['tcp_size'])} each way (PyTCP "
                     f"{_size(s['pytcp_size'])}), sha256 checked")
@@ -715,13 +745,14 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
                      "tgtd meanwhile, "
                      + ("each on its own CPUs (--pin)" if info.get("iscsi", {}).get("pin")
                         else f"which share the {info['cpus']} CPUs"))
+    ratio_texts = ["  ".join(f"{v:.2f}/{k}" for k, v in r.ratios.items()) for r in rows]
+    rw = max([38, *(len(x) + 2 for x in ratio_texts)])
     lines += [
         "",
         f"{'part':<7}{'test':<16}{'who':<11}{'MTU':>6} {'offload':<8}{'MB/s':>9}"
-        f"{'IOPS':>9}{range_head}{cpu_head}  {'check':<6}{'ratios':<38}goals",
+        f"{'IOPS':>9}{range_head}{cpu_head}  {'check':<6}{'ratios':<{rw}}goals",
     ]
-    for r in rows:
-        ratios = "  ".join(f"{v:.2f}/{k}" for k, v in r.ratios.items())
+    for r, ratios in zip(rows, ratio_texts, strict=True):
         gl = []
         for key, met in r.goals.items():
             goal = next(x for x in GOALS if x.key == key)
@@ -739,7 +770,7 @@ def table(rows: list[Row], goals: list[dict[str, Any]], info: dict[str, Any]) ->
         rng = f"  {spread(r):<11}" if rounds > 1 else ""
         cpu = f"{_num(r.cpu, 6, 2)}{_num(r.target_cpu, 6, 2)}" if with_cpu else ""
         lines.append(f"{r.part:<7}{r.test:<16}{r.who:<11}{mtu:>6} {r.offload:<8}{mbs:>9}"
-                     f"{_num(r.iops, 9, 0)}{rng}{cpu}  {r.check:<6}{ratios:<38}"
+                     f"{_num(r.iops, 9, 0)}{rng}{cpu}  {r.check:<6}{ratios:<{rw}}"
                      f"{tail}".rstrip())
     lines += ["", "goals (issue 6):"]
     for g in goals:

@@ -60,7 +60,7 @@ def test_iscsi_io_tiny(tmp_path: Path) -> None:
     row = re.compile(rf"^(?P<test>[a-z0-9-]+)\s+(?P<who>bootinit|iscsi-perf|qemu-img)\s+"
                      rf"(?P<mtu>\d+|-)\s+(?P<mbs>{NUMBER})\s+(?P<iops>{NUMBER}|-)\s+"
                      rf"(?P<reqs>\d+|-)\s+(?P<secs>{NUMBER})\s+(?P<rperf>{NUMBER}|-)\s+"
-                     rf"(?P<rqemu>{NUMBER}|-)(?:\s|$)")
+                     rf"(?P<rmtu>{NUMBER}|-)\s+(?P<rqemu>{NUMBER}|-)(?:\s|$)")
     rows = {}
     for line in out.splitlines():
         m = row.match(line)
@@ -73,7 +73,9 @@ def test_iscsi_io_tiny(tmp_path: Path) -> None:
             expected.add((test, "bootinit", mtu))
     expected |= {("seq-read", "iscsi-perf", "-"), ("rand-read-qd1", "iscsi-perf", "-"),
                  ("rand-read-qd32", "iscsi-perf", "-"), ("seq-read", "qemu-img", "-"),
-                 ("seq-write", "qemu-img", "-")}
+                 ("seq-write", "qemu-img", "-"),
+                 # iscsi-perf over a veth of each MTU, from its own namespace
+                 ("seq-read", "iscsi-perf", "1500"), ("seq-read", "iscsi-perf", "9000")}
     assert set(rows) == expected, out
     for (test, who, _mtu), m in rows.items():
         positive(m["mbs"])
@@ -86,9 +88,20 @@ def test_iscsi_io_tiny(tmp_path: Path) -> None:
                 positive(m["rperf"])
             if test.startswith("seq"):
                 positive(m["rqemu"])
+            if test in ("seq-read", "seq-read-1st"):
+                positive(m["rmtu"])
+            else:
+                assert m["rmtu"] == "-", m[0]
+        else:
+            assert m["rmtu"] == "-", m[0]
     doc = json.loads(json_file.read_text())
     assert len(doc["rows"]) == len(expected)
     assert all(r["mb_per_s"] > 0 and r["bytes"] > 0 for r in doc["rows"])
+    veth = [r for r in doc["rows"] if r["initiator"] == "iscsi-perf" and r["mtu"] is not None]
+    assert sorted(r["mtu"] for r in veth) == [1500, 9000]
+    for r in veth:
+        assert r["test"] == "seq-read", r
+        assert r["note"].endswith(f"over a veth of MTU {r['mtu']} from its own namespace"), r
     assert doc["info"]["negotiated"]["block_size"] == 512
     # the target's namespace inherits the machine's congestion control, and says so
     machine_cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
@@ -96,6 +109,97 @@ def test_iscsi_io_tiny(tmp_path: Path) -> None:
     assert doc["info"]["pin"] is None
     assert (f"(TCP congestion control {machine_cc}; CPUs not pinned (the scheduler shares "
             f"them all))") in out.splitlines()[0], out
+
+
+def _bridge_ports(netns: str) -> list[str]:
+    """The interfaces enslaved to ``br0`` in ``netns``."""
+    from netstack import netns as nsh
+
+    cp = nsh.run(["ip", "-j", "link", "show", "master", "br0"], netns=netns)
+    return [str(link["ifname"]) for link in json.loads(cp.stdout or "[]")]
+
+
+def _namespaces_holding(prefix: str, address: str) -> list[str]:
+    """The namespaces named ``prefix...`` with an interface holding ``address``."""
+    from netstack import netns as nsh
+
+    names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    return [n for n in names if n.startswith(prefix) and address in
+            nsh.run(["ip", "-br", "addr"], netns=n, check=False).stdout.split()]
+
+
+def _link_mtu(netns: str, dev: str) -> int:
+    from netstack import netns as nsh
+
+    cp = nsh.run(["ip", "-j", "link", "show", "dev", dev], netns=netns)
+    return int(json.loads(cp.stdout)[0]["mtu"])
+
+
+def test_iscsi_perf_veth_row_removes_its_namespace_and_veth() -> None:
+    """The same-MTU reference: iscsi-perf from a client namespace of its own over a veth
+    pair on the target's bridge (MTU 1500 while the bridge, as for bootinit's largest
+    MTU, is 9000). What :func:`veth_client` builds, the row it gives, and that the
+    namespace, both veth ends and the target's ARP entry for the client are gone
+    afterwards: after the row, after an iscsi-perf that cannot log in (the row's
+    failure, BenchError) and after a Ctrl-C inside."""
+    for tool in ("tgtd", "tgtadm", "iscsi-perf"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    from bench import iscsi_io
+    from netstack import netns as nsh
+
+    s = iscsi_io.Settings(size=4 << 20, mtus=[1500], request=256 << 10, seq_qd=4,
+                          perf_seconds=1, tools=["iscsi-perf"])
+    made: list[iscsi_io.VethClient] = []
+    with iscsi_io.bench_target(s.size, mtu=9000, prefix="bvr") as t:
+        ns = t.topo.netns
+
+        def assert_gone(c: iscsi_io.VethClient) -> None:
+            assert not nsh.exists(c.netns), c
+            assert not nsh.link_exists(c.bridge_port, ns), c
+            assert _bridge_ports(ns) == []
+            neigh = nsh.run(["ip", "neigh", "show"], netns=ns).stdout
+            assert str(c.address.ip) not in neigh.split(), neigh
+            assert _link_mtu(ns, "br0") == 9000  # the bridge keeps bootinit's MTU
+
+        assert _bridge_ports(ns) == []
+        with iscsi_io.veth_client(t, 1500, 0) as c:
+            made.append(c)
+            assert c.address == IPv4Interface("10.77.0.200/24") and c.mtu == 1500
+            assert max(len(c.dev), len(c.bridge_port)) <= 15 and c.dev != c.bridge_port
+            assert nsh.exists(c.netns) and _bridge_ports(ns) == [c.bridge_port]
+            assert _link_mtu(ns, c.bridge_port) == 1500 and _link_mtu(c.netns, c.dev) == 1500
+            addrs = nsh.run(["ip", "-br", "addr", "show", "dev", c.dev], netns=c.netns)
+            assert "10.77.0.200/24" in addrs.stdout.split(), addrs.stdout
+        assert_gone(c)
+
+        # the row: over a veth of MTU 1500 from host 10.77.0.201
+        row = iscsi_io.iscsi_perf_veth_row(t, s, 1500, 1)
+        assert (row.test, row.initiator, row.mtu) == ("seq-read", "iscsi-perf", 1500)
+        assert (row.request_bytes, row.qd, row.seconds) == (256 << 10, 4, 1.0)
+        assert row.note.endswith("over a veth of MTU 1500 from its own namespace"), row
+        assert row.bytes > 0 and row.requests > 0 and row.mb_per_s > 0
+        assert row.cpu_ms_per_mib is not None and row.cpu_ms_per_mib > 0
+        assert _bridge_ports(ns) == []
+        # its client namespace (name unknown here) is gone: none holds its address
+        assert _namespaces_holding("bvc", "10.77.0.201/24") == []
+
+        # iscsi-perf that cannot log in (no such target): the row's error, then gone
+        bad = f"iscsi://{t.host}/{iscsi_io.IQN}:no-such-target/1"
+        with pytest.raises(iscsi_io.BenchError, match=r"iscsi-perf .*exit"), \
+                iscsi_io.veth_client(t, 1500, 2) as c:
+            made.append(c)
+            iscsi_io.run_tool(t, ["iscsi-perf", "-t", "1", "-b", "8", "-m", "1", bad],
+                              30, graceful=True, netns=c.netns)
+        assert_gone(c)
+
+        # Ctrl-C inside
+        with pytest.raises(KeyboardInterrupt), iscsi_io.veth_client(t, 9000, 3) as c:
+            made.append(c)
+            assert _link_mtu(c.netns, c.dev) == 9000
+            raise KeyboardInterrupt
+        assert_gone(c)
+    assert all(not nsh.exists(c.netns) for c in made)
 
 
 def test_namespace_congestion_control() -> None:
@@ -290,6 +394,8 @@ def run_all_expected(mtus: tuple[str, ...]) -> set[tuple[str, str, str, str, str
                 expected.add(("iscsi", test, "bootinit", mtu, off))
     expected |= {("iscsi", t, "iscsi-perf", "-", "-")
                  for t in ("seq-read", "rand-read-qd1", "rand-read-qd32")}
+    # iscsi-perf's seq-read over a veth of each MTU, from its own namespace
+    expected |= {("iscsi", "seq-read", "iscsi-perf", mtu, "-") for mtu in mtus}
     expected |= {("iscsi", t, "qemu-img", "-", "-") for t in ("seq-read", "seq-write")}
     for d in ("tcp-recv", "tcp-send"):
         for mtu in mtus:
@@ -342,6 +448,9 @@ def test_run_all_tiny(tmp_path: Path) -> None:
             assert ">=0.8x libiscsi: " in m["rest"], m[0]
         if who == "bootinit" and test == "seq-read-1st":  # ratios, no goal
             assert "/iscsi-perf" in m["rest"] and "libiscsi: " not in m["rest"], m[0]
+        if who == "bootinit" and part == "iscsi":  # against iscsi-perf over a veth
+            assert ("/iscsi-perf@mtu" in m["rest"]) == (test in ("seq-read",
+                                                                 "seq-read-1st")), m[0]
         # CPU per MiB: the initiator's for every iSCSI row (tgtd's may round to 0 at
         # this size: /proc counts 10 ms ticks); none for TCP rows.
         if part == "iscsi":

@@ -1,4 +1,5 @@
-"""bench/run_all.py's rounds: medians, ranges, per-round ratios and goal verdicts.
+"""bench/run_all.py's rounds: medians, ranges, per-round ratios and goal verdicts; the
+same-MTU iscsi-perf reference (a veth row per MTU) in run_all and bench/iscsi_io.py.
 
 Pure functions over hand-made rows; nothing is measured, no root needed.
 """
@@ -199,6 +200,150 @@ def test_tcp_pytcp_once_kernel_and_tap_per_round() -> None:
     assert py.ratios == pytest.approx({"tap": 5.0 / 300})
     assert py.round_ratios["tap"] == pytest.approx([5 / 400, 5 / 300, 5 / 200])
     assert py.goals == {}
+
+
+# --------------------------------------------------------------------------- same MTU
+
+
+def veth_rounds(ours: dict[int, list[float]], loop: list[float], veth: dict[int, list[float]],
+                qemu: list[float]) -> list[list[Row]]:
+    """Per round: bootinit seq-read rows per MTU, iscsi-perf over a veth of each MTU
+    (put *before* the loopback row, so a lookup that ignores the MTU would find them
+    first), iscsi-perf over loopback (MTU None) and qemu-img."""
+    rounds = []
+    for k, (p, q) in enumerate(zip(loop, qemu, strict=True)):
+        rnd = [mb("iscsi", "seq-read", "bootinit", mtu, "on", vs[k]) for mtu, vs in ours.items()]
+        rnd += [mb("iscsi", "seq-read", "iscsi-perf", mtu, "-", vs[k], check="-")
+                for mtu, vs in veth.items()]
+        rnd += [mb("iscsi", "seq-read", "iscsi-perf", None, "-", p, check="-"),
+                mb("iscsi", "seq-read", "qemu-img", None, "-", q, check="-")]
+        rounds.append(rnd)
+    return rounds
+
+
+def bootinit_at(rows: list[Row], mtu: int, test: str = "seq-read") -> Row:
+    (r,) = [r for r in rows if r.who == "bootinit" and r.mtu == mtu and r.test == test]
+    return r
+
+
+def test_same_mtu_ratio_uses_the_veth_row_of_that_mtu() -> None:
+    rounds = veth_rounds({1500: [100, 120, 110], 65520: [200, 240, 220]},
+                         loop=[400, 400, 400],
+                         veth={1500: [200, 300, 250], 65520: [380, 400, 390]},
+                         qemu=[300, 300, 300])
+    for k, rnd in enumerate(rounds):
+        rnd.append(mb("iscsi", "seq-read-1st", "bootinit", 1500, "on", 50.0 + k))
+        rnd.append(mb("iscsi", "seq-write", "bootinit", 1500, "on", 90.0))
+    rows = aggregate(rounds)
+    add_ratios(rows, SETTINGS)
+    at1500, at65520 = bootinit_at(rows, 1500), bootinit_at(rows, 65520)
+    assert at1500.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(110 / 250)
+    assert at65520.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(220 / 390)
+    # the per-round machinery carries it: each round against that round's veth row
+    assert at1500.round_ratios[run_all.SAME_MTU_RATIO] == pytest.approx(
+        [100 / 200, 120 / 300, 110 / 250])
+    assert at65520.round_ratios[run_all.SAME_MTU_RATIO] == pytest.approx(
+        [200 / 380, 240 / 400, 220 / 390])
+    # the plain iscsi-perf ratio stays against the loopback row
+    assert at1500.ratios["iscsi-perf"] == pytest.approx(110 / 400)
+    assert at65520.round_ratios["iscsi-perf"] == pytest.approx([0.5, 0.6, 0.55])
+    # seq-read-1st: against the tools' seq-read, the veth row of its MTU too
+    first = bootinit_at(rows, 1500, "seq-read-1st")
+    assert first.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(51 / 250)
+    assert first.ratios["iscsi-perf"] == pytest.approx(51 / 400) and first.goals == {}
+    # not for other tests; not for the tool rows themselves
+    assert run_all.SAME_MTU_RATIO not in bootinit_at(rows, 1500, "seq-write").ratios
+    assert all(r.ratios == {} for r in rows if r.who != "bootinit")
+    text = run_all.table(rows, goal_summary(rows), _info(3))
+    line = next(x for x in text.splitlines()
+                if x.startswith("iscsi  seq-read ") and x.split()[2:4] == ["bootinit", "1500"])
+    assert "0.28/iscsi-perf  0.37/qemu-img  0.44/iscsi-perf@mtu" in line, line
+    assert "(ratio iscsi-perf@mtu; goals against the loopback rows)" in text
+    veth_lines = [x for x in text.splitlines() if x.split()[2:4] == ["iscsi-perf", "1500"]]
+    assert len(veth_lines) == 1, text
+
+
+@pytest.mark.parametrize("veth", [50.0, 3000.0], ids=["veth-slower", "veth-faster"])
+def test_goal_stays_against_the_loopback_libiscsi(veth: float) -> None:
+    """The seq-read goal is judged against the faster of the loopback iscsi-perf row and
+    qemu-img, whether the veth row of the same MTU is slower or faster than both."""
+    rows = aggregate(veth_rounds({1500: [160, 180]}, loop=[200, 200],
+                                 veth={1500: [veth, veth]}, qemu=[150, 250]))
+    add_ratios(rows, SETTINGS)
+    ours = bootinit_at(rows, 1500)
+    assert ours.goal_round_ratios["seq-read"] == pytest.approx([160 / 200, 180 / 250])
+    assert ours.goal_ratios["seq-read"] == pytest.approx((0.8 + 0.72) / 2)
+    assert ours.goals["seq-read"] is False
+    assert ours.ratios["iscsi-perf"] == pytest.approx(170 / 200)
+    assert ours.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(170 / veth)
+    (g,) = [g for g in goal_summary(rows) if g["goal"] == "seq-read"]
+    assert g["best_ratio"] == pytest.approx(0.76)
+
+
+def test_expected_rows_include_one_veth_row_per_mtu() -> None:
+    s = dataclasses.replace(SETTINGS, mtus=[1500, 9000, 65520])
+    keys = run_all.expected_rows("iscsi", s)
+    assert len(keys) == len(set(keys))
+    perf = sorted(((k[1], k[3]) for k in keys if k[2] == "iscsi-perf"),
+                  key=lambda x: (x[0], -1 if x[1] is None else x[1]))
+    assert perf == [("rand-read-qd1", None), ("rand-read-qd32", None), ("seq-read", None),
+                    ("seq-read", 1500), ("seq-read", 9000), ("seq-read", 65520)]
+    assert {k[4] for k in keys if k[2] != "bootinit"} == {"-"}
+    assert sorted((k[1], k[3]) for k in keys if k[2] == "qemu-img") == [
+        ("seq-read", None), ("seq-write", None)]
+    # a tool missing or failing: n/a / FAIL rows for the same keys
+    assert run_all._tool_tests(["iscsi-perf"], [1500]) == [
+        ("seq-read", "iscsi-perf", None), ("seq-read", "iscsi-perf", 1500),
+        ("rand-read-qd1", "iscsi-perf", None), ("rand-read-qd32", "iscsi-perf", None)]
+
+
+def test_iscsi_io_ratios_against_loopback_and_same_mtu() -> None:
+    """bench/iscsi_io.py: ``ratio_iscsi_perf`` stays against the loopback row even with
+    veth rows of the same test after it, ``ratio_iscsi_perf_mtu`` is against the veth
+    row of the row's MTU (seq-read and seq-read-1st only), rows sort with MTU None
+    first, and the table has the column."""
+    from bench import iscsi_io
+
+    def row(test: str, who: str, mtu: int | None, mb_per_s: float) -> iscsi_io.Row:
+        return iscsi_io.Row(test, who, mtu, int(mb_per_s * 1e6), 1.0, 1, iscsi_io.MiB, 16)
+
+    rows = [row("seq-read", "iscsi-perf", 9000, 2500.0),
+            row("seq-read", "bootinit", 1500, 1000.0),
+            row("seq-read", "iscsi-perf", 1500, 2000.0),
+            row("seq-read-1st", "bootinit", 1500, 500.0),
+            row("seq-read", "bootinit", 65520, 1500.0),  # no veth row of its MTU
+            row("seq-write", "bootinit", 1500, 800.0),
+            row("seq-write", "qemu-img", None, 1000.0),
+            row("seq-read", "qemu-img", None, 1250.0),
+            row("seq-read", "iscsi-perf", None, 2700.0)]
+    iscsi_io.sort_rows(rows)
+    assert [(r.test, r.initiator, r.mtu) for r in rows][:6] == [
+        ("seq-read", "bootinit", 1500), ("seq-read", "bootinit", 65520),
+        ("seq-read", "iscsi-perf", None), ("seq-read", "iscsi-perf", 1500),
+        ("seq-read", "iscsi-perf", 9000), ("seq-read", "qemu-img", None)]
+    iscsi_io.add_ratios(rows)
+    got = {(r.test, r.mtu): r for r in rows if r.initiator == "bootinit"}
+    seq = got[("seq-read", 1500)]
+    assert seq.ratio_iscsi_perf == pytest.approx(1000 / 2700)
+    assert seq.ratio_iscsi_perf_mtu == pytest.approx(1000 / 2000)
+    assert seq.ratio_qemu_img == pytest.approx(1000 / 1250)
+    first = got[("seq-read-1st", 1500)]
+    assert first.ratio_iscsi_perf == pytest.approx(500 / 2700)
+    assert first.ratio_iscsi_perf_mtu == pytest.approx(500 / 2000)
+    assert got[("seq-read", 65520)].ratio_iscsi_perf == pytest.approx(1500 / 2700)
+    assert got[("seq-read", 65520)].ratio_iscsi_perf_mtu is None
+    write = got[("seq-write", 1500)]
+    assert write.ratio_iscsi_perf is None and write.ratio_iscsi_perf_mtu is None
+    assert write.ratio_qemu_img == pytest.approx(0.8)
+    assert all(r.ratio_iscsi_perf_mtu is None for r in rows if r.initiator != "bootinit")
+    assert seq.as_dict()["ratio_iscsi_perf_mtu"] == pytest.approx(0.5)
+    info = {"size": 1 << 30, "lun_dir": "/dev/shm", "request": iscsi_io.MiB, "seq_qd": 16}
+    text = iscsi_io.table(rows, info)
+    head = next(x for x in text.splitlines() if x.startswith("test "))
+    assert head.split()[7:10] == ["/iscsi-perf", "/perf@MTU", "/qemu-img"], head
+    line = next(x for x in text.splitlines() if x.split()[:3] == ["seq-read", "bootinit",
+                                                                  "1500"])
+    assert line.split()[7:10] == ["0.37", "0.50", "0.80"], line
 
 
 # --------------------------------------------------------------------------- output
