@@ -40,10 +40,10 @@ median MB/s and IOPS, their range (min-max; every value in the JSON's ``samples`
 in the JSON, every ratio per round (``round_ratios``):
 
 * ``iscsi``: after the one warm-up, N rounds on the same tgtd and LUN, each measuring
-  every row once, in turn: every bootinit configuration, then iscsi-perf (loopback,
-  then over each MTU's veth), then qemu-img. Both sides of a ratio are measured in the
-  same round, a minute or two apart, so per-round ratios cancel the machine's load
-  drift;
+  every row once, in turn: every bootinit configuration, then iscsi-perf (loopback),
+  qemu-img, then iscsi-perf over each MTU's veth. Both sides of a ratio are measured
+  in the same round, a minute or two apart, so per-round ratios cancel the machine's
+  load drift;
 * ``tcp``: per MTU the TAP ceiling, ours with offloads off and PyTCP are measured each
   round, in turn (PyTCP once let one slow minute decide the 20x goal); then ours with
   offloads on N times (it replaces the plain TAP, so it cannot alternate with the rows
@@ -353,7 +353,8 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
     """bootinit (each MTU x offload) and libiscsi rows on one tgtd LUN on tmpfs.
 
     After the warm-up, ``s.rounds`` rounds, each measuring every row once (bootinit's
-    configurations, then iscsi-perf, then qemu-img), so both sides of a ratio are
+    configurations, iscsi-perf and qemu-img, then iscsi-perf over each MTU's veth,
+    each veth row apart so that its failure fails only that row), so both sides of a ratio are
     measured close in time; the rows are the rounds' medians (:func:`aggregate`). Each
     bootinit write uses data of its own (salt per round and configuration), so every
     round's check finds that round's data."""
@@ -396,11 +397,21 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
                         rows += [missing("iscsi", t, "bootinit", mtu, _off(off), "FAIL",
                                          _why(e)) for t in tests]
                 try:
-                    rows += [_iscsi_row(r, "-") for r in iscsi_io.tool_rows(target, iset)]
+                    rows += [_iscsi_row(r, "-")
+                             for r in iscsi_io.tool_rows(target, iset, veth=False)]
                 except Exception as e:
                     why = _why(e)
                     rows += [missing("iscsi", t, who, mtu, "-", "FAIL", why)
-                             for t, who, mtu in _tool_tests(tools, s.mtus)]
+                             for t, who, mtu in _tool_tests(tools, s.mtus) if mtu is None]
+                # the same-MTU references apart: one failing (its namespace or veth)
+                # costs only its own row, not the goals' loopback references
+                for i, mtu in enumerate(s.mtus if "iscsi-perf" in tools else []):
+                    try:
+                        rows.append(_iscsi_row(
+                            iscsi_io.iscsi_perf_veth_row(target, iset, mtu, i), "-"))
+                    except Exception as e:
+                        rows.append(missing("iscsi", "seq-read", "iscsi-perf", mtu, "-",
+                                            "FAIL", _why(e)))
     except Exception as e:  # the target (namespace, tgtd, LUN) itself
         if not rounds:
             rounds.append(list(absent))

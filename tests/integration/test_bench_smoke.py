@@ -550,3 +550,47 @@ def test_run_all_reports_missing_pytcp(monkeypatch: pytest.MonkeyPatch) -> None:
             "date": "now", "cpus": 2, "load_start": 0.0, "python": "3", "kernel": "6"}
     text = run_all.table(rows, run_all.goal_summary(rows), info)
     assert text.count("pmd-pytcp not installed (pip install '.[bench]')") == 2, text
+
+
+def test_run_all_veth_reference_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A same-MTU reference that cannot be measured (its namespace or veth refused)
+    fails its own row only: the other MTU's veth row and the loopback rows, which the
+    goals use, are measured as ever, and the goals are still judged."""
+    for tool in ("tgtd", "tgtadm", "iscsi-perf"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    from bench import iscsi_io, run_all
+
+    real = iscsi_io.iscsi_perf_veth_row
+
+    def veth_row(target: iscsi_io.BenchTarget, s: iscsi_io.Settings, mtu: int,
+                 index: int = 0) -> iscsi_io.Row:
+        if mtu == 1500:
+            raise iscsi_io.BenchError("veth client of MTU 1500: refused (test)")
+        return real(target, s, mtu, index)
+
+    monkeypatch.setattr(iscsi_io, "iscsi_perf_veth_row", veth_row)
+    monkeypatch.setattr(run_all, "_iscsi_missing_tools",
+                        lambda: {"qemu-img": "qemu-utils"})  # quicker: no qemu-img rows
+    s = run_all.Settings(size=4 << 20, mtus=[1500, 9000], offloads=[True],
+                         random_count=100, random_seconds=0.3, perf_seconds=1,
+                         parts=["iscsi"])
+    rows = run_all.run_iscsi(s, {})
+    run_all.add_ratios(rows, s)
+    by = {(r.test, r.who, r.mtu): r for r in rows}
+    bad = by[("seq-read", "iscsi-perf", 1500)]
+    assert bad.check == "FAIL" and "refused (test)" in bad.note, bad
+    ok = by[("seq-read", "iscsi-perf", 9000)]
+    assert ok.check == "-" and ok.mb_per_s is not None and ok.mb_per_s > 0, ok
+    loop = by[("seq-read", "iscsi-perf", None)]
+    assert loop.mb_per_s is not None and loop.mb_per_s > 0, loop
+    for mtu in (1500, 9000):
+        ours = by[("seq-read", "bootinit", mtu)]
+        assert ours.mb_per_s is not None
+        assert ours.goals.get(run_all.GOAL_SEQ_READ.key) is not None, ours
+        assert ours.goal_ratios[run_all.GOAL_SEQ_READ.key] == \
+            pytest.approx(ours.mb_per_s / loop.mb_per_s)
+        assert (run_all.SAME_MTU_RATIO in ours.ratios) == (mtu == 9000), ours.ratios
+    assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                          text=True, check=True).stdout.split()
+                if n.startswith("bvc")]
