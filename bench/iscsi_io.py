@@ -960,12 +960,18 @@ def run(s: Settings) -> tuple[list[Row], dict[str, Any]]:
     return rows, info
 
 
+def mtu_order(mtu: int | None) -> int:
+    """Sort key of a row's MTU: a tool's loopback row (MTU None) before its veth rows and
+    bootinit's, which go by MTU."""
+    return -1 if mtu is None else mtu
+
+
 def sort_rows(rows: list[Row]) -> None:
-    """Order ``rows`` as the table shows them, in place: by test, initiator, then MTU,
-    a tool's loopback row (MTU None) before its veth rows."""
+    """Order ``rows`` as the table shows them, in place: by test, initiator, then MTU
+    (:func:`mtu_order`)."""
     order = {t: i for i, t in enumerate(TESTS)}
     who = {n: i for i, n in enumerate(INITIATORS)}
-    rows.sort(key=lambda r: (order[r.test], who[r.initiator], -1 if r.mtu is None else r.mtu))
+    rows.sort(key=lambda r: (order[r.test], who[r.initiator], mtu_order(r.mtu)))
 
 
 # --------------------------------------------------------------------------- output

@@ -425,9 +425,7 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
     out = aggregate(rounds)
     order = {t: i for i, t in enumerate(tests)}
     who = {n: i for i, n in enumerate(iscsi_io.INITIATORS)}
-    # the tools' loopback rows (MTU None) before their veth rows (by MTU)
-    out.sort(key=lambda r: (order[r.test], who[r.who], -1 if r.mtu is None else r.mtu,
-                            r.offload))
+    out.sort(key=lambda r: (order[r.test], who[r.who], iscsi_io.mtu_order(r.mtu), r.offload))
     return out
 
 
