@@ -108,7 +108,7 @@ class Isnsd:
                                           stderr=subprocess.STDOUT)
         try:
             wait_listening(self.netns, "0.0.0.0", self.port, self.start_timeout,
-                           lambda: self.running, "isnsd")
+                           self._proc.pid, "isnsd")
         except Exception as e:
             tail = _tail(self.log_path)
             self.stop()

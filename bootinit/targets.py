@@ -36,12 +36,11 @@ import contextlib
 import os
 import re
 import secrets
-import select
 import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -220,26 +219,16 @@ def pid_starttime(pid: int) -> int | None:
 
 def wait_pid_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """Wait until ``pid`` (``proc``'s when given) has exited, reaping it when it is our
-    child; True if it did. Waits on a pidfd, which becomes readable when the process
-    exits (Linux 5.3), for at most ``timeout`` seconds: no polling."""
+    child; True if it did. Waits on its exit (:func:`netstack.netns.wait_exit`, a
+    pidfd) for at most ``timeout`` seconds: no polling."""
     if proc is not None:
         if proc.poll() is not None:
             return True
         pid = proc.pid
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        if proc is not None:
-            proc.poll()  # (reaped meanwhile by someone: ECHILD, which poll takes as gone)
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-    finally:
-        os.close(fd)
-    if not ready:
+    if not nsh.wait_exit(pid, timeout):
         return False
     if proc is not None:
-        proc.poll()
+        proc.poll()  # reap it (one reaped meanwhile by someone: ECHILD, taken as gone)
     return True
 
 
@@ -276,9 +265,10 @@ def is_listening(netns: str, address: str, port: int) -> bool:
 
 
 def wait_listening(netns: str, address: str, port: int, timeout: float,
-                   alive: Callable[[], bool], what: str) -> None:
-    """Wait until ``address:port`` listens in ``netns``, ``what`` is alive meanwhile."""
-    got = nsh.poll_until(lambda: is_listening(netns, address, port), timeout, alive=alive)
+                   pid: int, what: str) -> None:
+    """Wait until ``address:port`` listens in ``netns``, ``what`` (process ``pid``)
+    alive meanwhile."""
+    got = nsh.poll_until(lambda: is_listening(netns, address, port), timeout, pid=pid)
     if got == "exited":
         raise TargetStartError(f"{what} exited before listening on {address}:{port}")
     if got == "timeout":
@@ -443,6 +433,14 @@ class _TargetDaemon:
         """Whether the daemon is running."""
         return self._proc is not None and self._proc.alive()
 
+    @property
+    def _spawned_pid(self) -> int:
+        """The PID of the daemon this object started, running or exited (not yet
+        reaped), for the waits on it (:func:`wait_listening`, tgtd's control channel)."""
+        if self._proc is None:
+            raise TargetStartError(f"{type(self).__name__}: no daemon started")
+        return self._proc.pid
+
     def kill(self) -> None:
         """SIGKILL the daemon (fault injection: sessions die without a logout)."""
         if self._proc is None:
@@ -590,10 +588,10 @@ class Tgtd(_TargetDaemon):
                 self._iscsi("--op", "new", "--mode", "portal",
                             "--param", f"portal={_portal(address, port)}")
             wait_listening(self.netns, self.address, self.port, self.start_timeout,
-                           lambda: self.running, "tgtd")
+                           self._spawned_pid, "tgtd")
             for address, port in self._portals:
                 wait_listening(self.netns, address, port, self.start_timeout,
-                               lambda: self.running, "tgtd")
+                               self._spawned_pid, "tgtd")
         except TargetError as e:
             log_tail = _tail(self.log_path)
             with contextlib.suppress(TargetError):
@@ -612,7 +610,7 @@ class Tgtd(_TargetDaemon):
                 return False
             return True
 
-        got = nsh.poll_until(answers, self.start_timeout, 0.03, lambda: self.running)
+        got = nsh.poll_until(answers, self.start_timeout, 0.03, self._spawned_pid)
         if got == "exited":
             raise TargetStartError("tgtd exited during start-up")
         if got == "timeout":
@@ -751,7 +749,7 @@ class Tgtd(_TargetDaemon):
             self._iscsi("--op", "new", "--mode", "portal",
                         "--param", f"portal={_portal(address, port)}")
             wait_listening(self.netns, address, port, self.start_timeout,
-                           lambda: self.running, "tgtd")
+                           self._spawned_pid, "tgtd")
 
     @property
     def portals(self) -> list[tuple[str, int]]:
@@ -993,7 +991,7 @@ class Istgt(_TargetDaemon):
                                           stderr=subprocess.STDOUT)
         try:
             wait_listening(self.netns, self.address, self.port, self.start_timeout,
-                           lambda: self.running, "istgt")
+                           self._spawned_pid, "istgt")
         except TargetError as e:
             log_tail = _tail(self.log_path)
             with contextlib.suppress(TargetError):

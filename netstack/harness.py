@@ -121,12 +121,11 @@ class Topology:
             found = nsh.listening_ports(self.netns)
             return nsh.listens_on(found, port, addr)
 
-        got = nsh.poll_until(listens, timeout, interval,
-                             None if proc is None else proc.alive)
+        got = nsh.poll_until(listens, timeout, interval, None if proc is None else proc.pid)
         if got == "exited":
             assert proc is not None
             raise HarnessError(f"{' '.join(proc.argv)} exited with status "
-                               f"{proc.proc.returncode} before listening on port {port}")
+                               f"{proc.proc.poll()} before listening on port {port}")
         if got == "timeout":
             where = f"{addr}:{port}" if addr else f"port {port}"
             raise HarnessError(f"nothing listens on {where} in namespace {self.netns} "

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import secrets
+import select
 import signal
 import subprocess
 import time
@@ -65,27 +66,50 @@ def listens_on(found: Iterable[tuple[str, int]], port: int, addr: str | None = N
 PollOutcome = Literal["ready", "exited", "timeout"]
 
 
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Wait at most ``timeout`` seconds for process ``pid`` to exit: True when it has
+    (an unreaped child counts) or is gone, False at the timeout. Waits on a pidfd, which
+    becomes readable when the process exits (Linux 5.3), with poll(2) (no FD_SETSIZE
+    limit as with select): no polling of the process's state."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        waiter = select.poll()
+        waiter.register(fd, select.POLLIN)
+        return bool(waiter.poll(max(0.0, timeout) * 1000))
+    finally:
+        os.close(fd)
+
+
 def poll_until(ready: Callable[[], bool], timeout: float, interval: float = 0.05,
-               alive: Callable[[], bool] | None = None) -> PollOutcome:
+               pid: int | None = None) -> PollOutcome:
     """Ask ``ready()`` every ``interval`` seconds until it is true (``"ready"``),
-    ``alive()`` turns false first (``"exited"``), or ``timeout`` seconds have passed
-    (``"timeout"``, after a last look at the deadline).
+    process ``pid`` (the one expected to make it true) exits first (``"exited"``), or
+    ``timeout`` seconds have passed (``"timeout"``, after a last look at the deadline).
 
     The one wait for another process's state that gives no event to wait on — a port
     that listens (``ss``), a control channel that answers (``tgtadm``), a node in a
     daemon's database (``isnsd --dump-db``) — bounded by its deadline; never used for
-    our own stack, whose waits are the loop's deadlines. Callers turn the outcome into
-    their own typed errors."""
+    our own stack, whose waits are the loop's deadlines. With ``pid`` the time between
+    looks is spent waiting on that process's exit (:func:`wait_exit`), so an exit ends
+    the wait at once; without one there is nothing to wait on but the time. Callers
+    turn the outcome into their own typed errors."""
     deadline = time.monotonic() + timeout
+    exited = False
     while True:
         if ready():
             return "ready"
-        if alive is not None and not alive():
+        if exited:
             return "exited"
         left = deadline - time.monotonic()
         if left <= 0:
             return "timeout"
-        time.sleep(min(interval, left))
+        if pid is None:
+            time.sleep(min(interval, left))
+        else:
+            exited = wait_exit(pid, min(interval, left))
 
 
 def unique_name(prefix: str) -> str:

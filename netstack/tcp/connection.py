@@ -496,12 +496,12 @@ class TcpConnection:
 
     def _segment(self, seqno: int, ack: int, flags: int, payload: bytes | memoryview,
                  now: float, with_sack: bool = True, syn_opts: TcpOptions | None = None) -> bytes:
+        if flags & ACK:  # it carries the ACK owed: none is pending any more
+            self._ack_pending = False
+            self._ack_now = False
         if syn_opts is None and self._packs_at_once(with_sack):
             # the common segment (timestamps, no SACK block), packed at once: the same
             # bytes as the general way below (build_ts is build with these options)
-            if flags & ACK:
-                self._ack_pending = False
-                self._ack_now = False
             return build_ts(self._pseudo_base, self.local_port, self.remote_port, seqno,
                             ack, flags, self._advertise(), self._ts_now(now),
                             self._ts_recent, payload, self.layer.tx_csum_partial)
@@ -527,9 +527,6 @@ class TcpConnection:
                     blocks += self._sack_blocks(limit - len(blocks))
                 opts.sack = blocks
         window = min(self.config.rcvbuf, 0xFFFF) if flags & SYN else self._advertise()
-        if flags & ACK:
-            self._ack_pending = False
-            self._ack_now = False
         return build(self.local_ip, self.remote_ip, self.local_port, self.remote_port, seqno,
                      ack, flags, window, build_options(opts), payload,
                      self.layer.tx_csum_partial)

@@ -3,9 +3,10 @@ state (a port that listens, a control channel, a daemon's database)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
-from netstack.netns import poll_until
+from netstack.netns import poll_until, wait_exit
 
 
 def test_ready_after_some_looks() -> None:
@@ -20,8 +21,28 @@ def test_ready_after_some_looks() -> None:
 
 
 def test_exited_before_ready() -> None:
-    alive = iter([True, False])
-    assert poll_until(lambda: False, 5.0, 0.001, lambda: next(alive)) == "exited"
+    """The process expected to make it ready exits: "exited", as soon as it has (the
+    wait between looks is on its exit, not a sleep of the interval)."""
+    child = subprocess.Popen(["sleep", "0.2"])
+    try:
+        t0 = time.monotonic()
+        assert poll_until(lambda: False, 30.0, 10.0, child.pid) == "exited"
+        assert time.monotonic() - t0 < 9.0  # well before one interval: woken by the exit
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_wait_exit() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not wait_exit(child.pid, 0.05)  # running: the timeout
+        child.kill()
+        assert wait_exit(child.pid, 10.0)  # exited, not yet reaped: counts
+    finally:
+        child.kill()
+        child.wait()
+    assert wait_exit(child.pid, 0.0)  # reaped: gone (ESRCH), True at once
 
 
 def test_timeout_after_a_last_look() -> None:
@@ -36,4 +57,14 @@ def test_timeout_after_a_last_look() -> None:
     assert poll_until(never, timeout=0.05, interval=0.01) == "timeout"
     assert time.monotonic() - t0 >= 0.05 and looks >= 2
     # ready at the first look wins even with no time left
-    assert poll_until(lambda: True, timeout=0.0, alive=lambda: False) == "ready"
+    done = subprocess.Popen(["true"])
+    done.wait()
+    assert poll_until(lambda: True, timeout=0.0, pid=done.pid) == "ready"
+    # a process that exited before the first wait: exited, not a timeout
+    zombie = subprocess.Popen(["true"])
+    try:
+        assert wait_exit(zombie.pid, 10.0)
+        assert poll_until(lambda: False, timeout=0.01, interval=0.001,
+                          pid=zombie.pid) == "exited"
+    finally:
+        zombie.wait()
