@@ -18,9 +18,10 @@ time and by own time, and own time summed per source file. ``--no-profile`` runs
 transfer without a profiler and prints only the throughput and the CPU time per MiB (the
 number to compare before/after a change: the profiler's own overhead is out of it).
 ``--pin`` (iSCSI modes) runs tgtd and this process on disjoint CPUs, as
-``bench/run_all.py --pin`` does. ``--offload on`` gives the ``tcp-*`` modes a TAP with
-checksum/GSO offloads (64 KiB frames from the kernel), as ``read``/``write`` always
-have. ``--output FILE`` keeps the cProfile data (``python -m pstats FILE``, snakeviz
+``bench/run_all.py --pin`` does. ``--offload on|off`` chooses the TAP's checksum/GSO
+offloads (64 KiB frames from the kernel): by default on for the iSCSI modes (the
+product's default) and off for the ``tcp-*`` modes, as ``bench/run_all.py``'s rows
+have both. ``--output FILE`` keeps the cProfile data (``python -m pstats FILE``, snakeviz
 ...); ``--pyinstrument`` uses pyinstrument's sampling profiler instead when it is
 installed (less overhead, call-tree output).
 
@@ -67,6 +68,7 @@ from bench.iscsi_io import (  # noqa: E402
     sequential,
     warm_up,
 )
+from bootinit.blockdev import BlockDevice  # noqa: E402
 from bootinit.targets import parse_size  # noqa: E402
 from netstack.harness import environment_problem, topology  # noqa: E402
 from netstack.link.tap import TapLink  # noqa: E402
@@ -93,6 +95,8 @@ class Outcome:
     segments: tuple[int, int] | None = None
     #: ``--pin``: where the initiator and tgtd ran (iSCSI modes; None: not pinned).
     pinned: str | None = None
+    #: Whether the TAP carried checksum/GSO offloads (the link's own flag).
+    offload: bool = False
 
     @property
     def mb_per_s(self) -> float:
@@ -166,38 +170,45 @@ def _iscsi_measure(args: argparse.Namespace, run: Profiled, target: BenchTarget,
                    size: int, request: int) -> Outcome:
     """The measured part of :func:`iscsi_transfer`, on a warmed-up target."""
     with bootinit_device(target, args.mtu, queue_depth=max(args.qd, 1),
-                         digests=args.digests) as b:
-        dev = b.dev
-        data = bytearray(size)
-        if args.mode == "write":
-            fill_pattern(memoryview(data), 5)
+                         digests=args.digests, offload=args.offload != "off") as b:
+        out = _iscsi_mode(args, run, target, b.dev, size, request)
+        out.offload = b.tap.offload
+        return out
 
-            def write() -> Outcome:
-                n, t = sequential(dev, "write", data, request, args.qd)
-                return Outcome(size, t, n)
 
-            out = run(write)
-            if first_difference(target.lun_path, data) is not None:
-                raise BenchError("written data not found in the LUN file")
-            return out
-        with open(target.lun_path, "rb") as f:
-            expect = f.read()
-        if args.mode == "read":
+def _iscsi_mode(args: argparse.Namespace, run: Profiled, target: BenchTarget,
+                dev: BlockDevice, size: int, request: int) -> Outcome:
+    """``args.mode``'s transfer through ``dev``, checked against the LUN file."""
+    data = bytearray(size)
+    if args.mode == "write":
+        fill_pattern(memoryview(data), 5)
 
-            def read() -> Outcome:
-                n, t = sequential(dev, "read", data, request, args.qd)
-                return Outcome(size, t, n)
+        def write() -> Outcome:
+            n, t = sequential(dev, "write", data, request, args.qd)
+            return Outcome(size, t, n)
 
-            out = run(read)
-            if data != expect:
-                raise BenchError("data read differs from the LUN file")
-            return out
+        out = run(write)
+        if first_difference(target.lun_path, data) is not None:
+            raise BenchError("written data not found in the LUN file")
+        return out
+    with open(target.lun_path, "rb") as f:
+        expect = f.read()
+    if args.mode == "read":
 
-        def rand() -> Outcome:
-            n, t = random_reads(dev, expect, args.qd, args.count, 600.0, seed=1)
-            return Outcome(n * 4 * KiB, t, n)
+        def read() -> Outcome:
+            n, t = sequential(dev, "read", data, request, args.qd)
+            return Outcome(size, t, n)
 
-        return run(rand)
+        out = run(read)
+        if data != expect:
+            raise BenchError("data read differs from the LUN file")
+        return out
+
+    def rand() -> Outcome:
+        n, t = random_reads(dev, expect, args.qd, args.count, 600.0, seed=1)
+        return Outcome(n * 4 * KiB, t, n)
+
+    return run(rand)
 
 
 def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
@@ -225,6 +236,7 @@ def tcp_transfer(args: argparse.Namespace, run: Profiled) -> Outcome:
                     out = fn()
                     out.segments = (tcp_c["segments_in"] - before[0],
                                     tcp_c["segments_out"] - before[1])
+                    out.offload = isinstance(link, TapLink) and link.offload
                     return out
                 return wrapped
 
@@ -332,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=20000, help="random reads (rand-read)")
     ap.add_argument("--digests", action="store_true", help="CRC32C header+data digests")
     ap.add_argument("--top", type=int, default=25, help="functions listed per sort")
-    ap.add_argument("--offload", choices=("on", "off"), default="off",
-                    help="tcp-* modes: TAP checksum/GSO offloads (read/write: always on)")
+    ap.add_argument("--offload", choices=("on", "off"),
+                    help="the TAP's checksum/GSO offloads (default: on for the iSCSI "
+                         "modes, off for tcp-*)")
     ap.add_argument("--pin", action="store_true", help="iSCSI modes: " + PIN_HELP)
     ap.add_argument("--no-profile", action="store_true",
                     help="no profiler: throughput and CPU time per MiB only")
@@ -360,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         print("profile: interrupted (everything started was stopped and removed)",
               file=sys.stderr)
         return 130
-    what = f"{args.mode} {out.nbytes} bytes at MTU {args.mtu}"
+    what = (f"{args.mode} {out.nbytes} bytes at MTU {args.mtu}, offloads "
+            f"{'on' if out.offload else 'off'}")
     if out.requests:
         what += f" in {out.requests} requests"
     if out.pinned is not None:

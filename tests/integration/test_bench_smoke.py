@@ -286,7 +286,7 @@ def test_profile_read_tiny(tmp_path: Path) -> None:
     out = run_bench("profile.py", "read", "--size", "8M", "--mtu", "1500",
                     "--request-kib", "256", "--qd", "4", "--top", "6", "--output", str(prof))
     lines = out.splitlines()
-    m = re.match(rf"^read 8388608 bytes at MTU 1500 in 32 requests: ({NUMBER}) s, "
+    m = re.match(rf"^read 8388608 bytes at MTU 1500, offloads on in 32 requests: ({NUMBER}) s, "
                  rf"({NUMBER}) MB/s under cProfile \(.*\); CPU ({NUMBER}) ms/MiB \(user "
                  rf"({NUMBER}), sys ({NUMBER})\) under the profiler$", lines[0])
     assert m is not None, out
@@ -317,11 +317,13 @@ def test_profile_read_tiny(tmp_path: Path) -> None:
 
 def test_profile_no_profile_tcp_and_pin() -> None:
     """``--no-profile``: one line with MB/s and CPU per MiB (tcp modes: TCP segments per
-    MiB); ``--pin`` names the CPU split in an iSCSI mode's line and is refused, exit 2
-    and a named reason, in a tcp mode."""
+    MiB); the line names the TAP's offloads (``--offload``; iSCSI modes on by default,
+    tcp off); ``--pin`` names the CPU split in an iSCSI mode's line and is refused,
+    exit 2 and a named reason, in a tcp mode."""
     out = run_bench("profile.py", "tcp-recv", "--size", "4M", "--mtu", "1500",
                     "--offload", "on", "--no-profile")
-    assert re.match(rf"^tcp-recv 4194304 bytes at MTU 1500: {NUMBER} s, ({NUMBER}) MB/s, "
+    assert re.match(rf"^tcp-recv 4194304 bytes at MTU 1500, offloads on: {NUMBER} s, "
+                    rf"({NUMBER}) MB/s, "
                     rf"CPU {NUMBER} ms/MiB \(user {NUMBER}, sys {NUMBER}\), TCP segments "
                     rf"in ({NUMBER})/MiB, out ({NUMBER})/MiB \(.*no profiler\)$",
                     out.strip()), out
@@ -331,8 +333,16 @@ def test_profile_no_profile_tcp_and_pin() -> None:
         split = iscsi_io.cpu_split()
         out = run_bench("profile.py", "rand-read", "--size", "8M", "--mtu", "1500",
                         "--count", "200", "--qd", "4", "--pin", "--no-profile")
-        assert out.startswith(f"rand-read 819200 bytes at MTU 1500 in 200 requests "
-                              f"({split.text()}): "), out
+        assert out.startswith(f"rand-read 819200 bytes at MTU 1500, offloads on in 200 "
+                              f"requests ({split.text()}): "), out
+    # the iSCSI modes without offloads (the bench's rows without a vnet header), the
+    # tcp modes without them by default: the header names what the TAP carried
+    out = run_bench("profile.py", "read", "--size", "8M", "--mtu", "1500",
+                    "--request-kib", "256", "--offload", "off", "--no-profile")
+    assert out.startswith("read 8388608 bytes at MTU 1500, offloads off in 32 requests: "), out
+    out = run_bench("profile.py", "tcp-send", "--size", "4M", "--mtu", "1500",
+                    "--no-profile")
+    assert out.startswith("tcp-send 4194304 bytes at MTU 1500, offloads off: "), out
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cp = subprocess.run([sys.executable, str(ROOT / "bench" / "profile.py"), "tcp-send",
                          "--pin"], cwd=ROOT, env=env, capture_output=True, text=True,
