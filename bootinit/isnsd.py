@@ -122,7 +122,8 @@ class Isnsd:
         return cp.stdout
 
     def wait_registered(self, name: str, timeout: float = 10.0) -> str:
-        """Poll the database until storage node ``name`` is in it; returns the dump."""
+        """Poll the database until storage node ``name`` is in it; returns the dump.
+        Raises :class:`TargetStartError` at ``timeout``, or at once if isnsd exits."""
         dump = ""
 
         def registered() -> bool:
@@ -130,7 +131,13 @@ class Isnsd:
             dump = self.dump_db()
             return f'"{name}"' in dump
 
-        if nsh.poll_until(registered, timeout, 0.1) != "ready":
+        if self._proc is None:
+            raise TargetStartError("isnsd is not running")
+        got = nsh.poll_until(registered, self._proc.pid, timeout, 0.1)
+        if got == "exited":
+            raise TargetStartError(f"isnsd exited before {name} registered; "
+                                   f"database:\n{dump}")
+        if got == "timeout":
             raise TargetStartError(f"{name} not registered with isnsd after "
                                    f"{timeout:g} s; database:\n{dump}")
         return dump

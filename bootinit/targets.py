@@ -268,7 +268,7 @@ def wait_listening(netns: str, address: str, port: int, timeout: float,
                    pid: int, what: str) -> None:
     """Wait until ``address:port`` listens in ``netns``, ``what`` (process ``pid``)
     alive meanwhile."""
-    got = nsh.poll_until(lambda: is_listening(netns, address, port), timeout, pid=pid)
+    got = nsh.poll_until(lambda: is_listening(netns, address, port), pid, timeout)
     if got == "exited":
         raise TargetStartError(f"{what} exited before listening on {address}:{port}")
     if got == "timeout":
@@ -600,23 +600,24 @@ class Tgtd(_TargetDaemon):
                                    f"tgtd log ({self.log_path}):\n{log_tail}") from e
 
     def _wait_control(self) -> None:
-        last: list[TargetCommandError] = []
+        last: TargetCommandError | None = None
 
         def answers() -> bool:
+            nonlocal last
             try:
                 self.tgtadm("--op", "show", "--mode", "system", timeout=5)
             except TargetCommandError as e:
-                last[:] = [e]
+                last = e
                 return False
             return True
 
-        got = nsh.poll_until(answers, self.start_timeout, 0.03, self._spawned_pid)
+        got = nsh.poll_until(answers, self._spawned_pid, self.start_timeout, 0.03)
         if got == "exited":
             raise TargetStartError("tgtd exited during start-up")
         if got == "timeout":
             raise TargetStartError(
                 f"tgtd control channel not ready after {self.start_timeout:.0f} s: "
-                f"{last[0] if last else '(not asked)'}")
+                f"{last if last is not None else '(not asked)'}")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop tgtd gracefully (delete targets, delete system), SIGKILL if it lingers."""

@@ -108,11 +108,12 @@ class Topology:
         self.procs.append(proc)
         return proc
 
-    def wait_listening(self, port: int, timeout: float = 10.0,
-                       proc: nsh.NetnsProcess | None = None,
-                       addr: str | None = None, interval: float = 0.05) -> None:
+    def wait_listening(self, port: int, timeout: float = 10.0, *,
+                       proc: nsh.NetnsProcess, addr: str | None = None,
+                       interval: float = 0.05) -> None:
         """Wait until a TCP socket listens on ``port`` (and ``addr`` if given) inside the
-        namespace. Raises :class:`HarnessError` at the deadline, or at once if ``proc``
+        namespace, opened by ``proc`` (:meth:`start`): the wait between looks is on its
+        exit. Raises :class:`HarnessError` at the deadline, or at once if ``proc``
         exited."""
         found: set[tuple[str, int]] = set()
 
@@ -121,9 +122,8 @@ class Topology:
             found = nsh.listening_ports(self.netns)
             return nsh.listens_on(found, port, addr)
 
-        got = nsh.poll_until(listens, timeout, interval, None if proc is None else proc.pid)
+        got = nsh.poll_until(listens, proc.pid, timeout, interval)
         if got == "exited":
-            assert proc is not None
             raise HarnessError(f"{' '.join(proc.argv)} exited with status "
                                f"{proc.proc.poll()} before listening on port {port}")
         if got == "timeout":

@@ -83,8 +83,8 @@ def wait_exit(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
-def poll_until(ready: Callable[[], bool], timeout: float, interval: float = 0.05,
-               pid: int | None = None) -> PollOutcome:
+def poll_until(ready: Callable[[], bool], pid: int, timeout: float,
+               interval: float = 0.05) -> PollOutcome:
     """Ask ``ready()`` every ``interval`` seconds until it is true (``"ready"``),
     process ``pid`` (the one expected to make it true) exits first (``"exited"``), or
     ``timeout`` seconds have passed (``"timeout"``, after a last look at the deadline).
@@ -92,10 +92,10 @@ def poll_until(ready: Callable[[], bool], timeout: float, interval: float = 0.05
     The one wait for another process's state that gives no event to wait on — a port
     that listens (``ss``), a control channel that answers (``tgtadm``), a node in a
     daemon's database (``isnsd --dump-db``) — bounded by its deadline; never used for
-    our own stack, whose waits are the loop's deadlines. With ``pid`` the time between
-    looks is spent waiting on that process's exit (:func:`wait_exit`), so an exit ends
-    the wait at once; without one there is nothing to wait on but the time. Callers
-    turn the outcome into their own typed errors."""
+    our own stack, whose waits are the loop's deadlines. The time between looks is
+    spent waiting on the process's exit (:func:`wait_exit`), so an exit ends the wait
+    at once: there is always a process to wait on, never a bare sleep. Callers turn
+    the outcome into their own typed errors."""
     deadline = time.monotonic() + timeout
     exited = False
     while True:
@@ -106,10 +106,7 @@ def poll_until(ready: Callable[[], bool], timeout: float, interval: float = 0.05
         left = deadline - time.monotonic()
         if left <= 0:
             return "timeout"
-        if pid is None:
-            time.sleep(min(interval, left))
-        else:
-            exited = wait_exit(pid, min(interval, left))
+        exited = wait_exit(pid, min(interval, left))
 
 
 def unique_name(prefix: str) -> str:

@@ -237,9 +237,9 @@ def test_harness_processes_and_listening(tmp_path: Path) -> None:
     with topology() as topo:
         proc = topo.start([sys.executable, "-c", server])
         topo.wait_listening(3260, proc=proc, timeout=10)
-        topo.wait_listening(3260, addr="10.77.0.1")
+        topo.wait_listening(3260, proc=proc, addr="10.77.0.1")
         with pytest.raises(HarnessError, match="nothing listens on port 3261"):
-            topo.wait_listening(3261, timeout=0.2)
+            topo.wait_listening(3261, timeout=0.2, proc=proc)
         dead = topo.start([sys.executable, "-c", "raise SystemExit(3)"])
         with pytest.raises(HarnessError, match="exited with status 3"):
             topo.wait_listening(3262, proc=dead, timeout=10)

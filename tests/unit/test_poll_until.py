@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from netstack.netns import poll_until, wait_exit
 
 
-def test_ready_after_some_looks() -> None:
+@pytest.fixture
+def running() -> Iterator[int]:
+    """The PID of a child that keeps running (the process a wait is on)."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_ready_after_some_looks(running: int) -> None:
     looks = []
 
     def ready() -> bool:
         looks.append(time.monotonic())
         return len(looks) == 3
 
-    assert poll_until(ready, timeout=5.0, interval=0.001) == "ready"
+    assert poll_until(ready, running, timeout=5.0, interval=0.001) == "ready"
     assert len(looks) == 3
 
 
@@ -26,7 +40,7 @@ def test_exited_before_ready() -> None:
     child = subprocess.Popen(["sleep", "0.2"])
     try:
         t0 = time.monotonic()
-        assert poll_until(lambda: False, 30.0, 10.0, child.pid) == "exited"
+        assert poll_until(lambda: False, child.pid, 30.0, 10.0) == "exited"
         assert time.monotonic() - t0 < 9.0  # well before one interval: woken by the exit
     finally:
         child.kill()
@@ -45,7 +59,7 @@ def test_wait_exit() -> None:
     assert wait_exit(child.pid, 0.0)  # reaped: gone (ESRCH), True at once
 
 
-def test_timeout_after_a_last_look() -> None:
+def test_timeout_after_a_last_look(running: int) -> None:
     looks = 0
 
     def never() -> bool:
@@ -54,17 +68,17 @@ def test_timeout_after_a_last_look() -> None:
         return False
 
     t0 = time.monotonic()
-    assert poll_until(never, timeout=0.05, interval=0.01) == "timeout"
+    assert poll_until(never, running, timeout=0.05, interval=0.01) == "timeout"
     assert time.monotonic() - t0 >= 0.05 and looks >= 2
     # ready at the first look wins even with no time left
     done = subprocess.Popen(["true"])
     done.wait()
-    assert poll_until(lambda: True, timeout=0.0, pid=done.pid) == "ready"
+    assert poll_until(lambda: True, done.pid, timeout=0.0) == "ready"
     # a process that exited before the first wait: exited, not a timeout
     zombie = subprocess.Popen(["true"])
     try:
         assert wait_exit(zombie.pid, 10.0)
-        assert poll_until(lambda: False, timeout=0.01, interval=0.001,
-                          pid=zombie.pid) == "exited"
+        assert poll_until(lambda: False, zombie.pid, timeout=0.01,
+                          interval=0.001) == "exited"
     finally:
         zombie.wait()
