@@ -883,27 +883,41 @@ def reference_test(test: str) -> str:
 #: bootinit's tests that also get a ratio against iscsi-perf over a veth of their MTU.
 SAME_MTU_TESTS = ("seq-read", "seq-read-1st")
 
+#: The name of that ratio (run_all's column; this table's ``/perf@MTU``).
+SAME_MTU_RATIO = "iscsi-perf@mtu"
+
+#: The references of the goals: the tools' loopback rows.
+LOOPBACK_RATIOS = ("iscsi-perf", "qemu-img")
+
+
+def references(test: str, mtu: int | None) -> dict[str, tuple[str, str, int | None]]:
+    """The tools' rows a bootinit row of ``test`` at ``mtu`` is compared with, by ratio
+    name, each as (test, initiator, MTU): ``iscsi-perf`` and ``qemu-img`` over the
+    target namespace's loopback (MTU None) of :func:`reference_test`, and, for
+    :data:`SAME_MTU_TESTS`, :data:`SAME_MTU_RATIO`: iscsi-perf over a veth of ``mtu``.
+    Used by this table and by run_all's, so both compare with the same rows."""
+    ref = reference_test(test)
+    out: dict[str, tuple[str, str, int | None]] = {
+        w: (ref, w, None) for w in LOOPBACK_RATIOS}
+    if test in SAME_MTU_TESTS:
+        out[SAME_MTU_RATIO] = (ref, "iscsi-perf", mtu)
+    return out
+
 
 def add_ratios(rows: list[Row]) -> None:
-    """Fill the ratio columns of bootinit rows from the tools' rows of the same test
-    (``seq-read-1st``: of ``seq-read``, the tools read only so): ``ratio_iscsi_perf``
-    and ``ratio_qemu_img`` against the tools' loopback rows (``mtu`` None), and, for
-    :data:`SAME_MTU_TESTS`, ``ratio_iscsi_perf_mtu`` against iscsi-perf over a veth of
-    the row's MTU."""
-    ref = {(r.test, r.initiator): r.mb_per_s for r in rows
-           if r.initiator != "bootinit" and r.mtu is None}
-    same_mtu: dict[tuple[str, int | None], float] = {(r.test, r.mtu): r.mb_per_s for r in rows
-                if r.initiator == "iscsi-perf" and r.mtu is not None}
+    """Fill the ratio columns of bootinit rows from the tools' rows (:func:`references`):
+    ``ratio_iscsi_perf`` and ``ratio_qemu_img`` against their loopback rows,
+    ``ratio_iscsi_perf_mtu`` against iscsi-perf over a veth of the row's MTU."""
+    tools = {(r.test, r.initiator, r.mtu): r.mb_per_s for r in rows
+             if r.initiator != "bootinit"}
     for r in rows:
         if r.initiator != "bootinit":
             continue
-        test = reference_test(r.test)
-        perf = ref.get((test, "iscsi-perf"))
-        qemu = ref.get((test, "qemu-img"))
-        veth = same_mtu.get((test, r.mtu)) if r.test in SAME_MTU_TESTS else None
-        r.ratio_iscsi_perf = r.mb_per_s / perf if perf else None
-        r.ratio_qemu_img = r.mb_per_s / qemu if qemu else None
-        r.ratio_iscsi_perf_mtu = r.mb_per_s / veth if veth else None
+        got = {name: tools.get(key) for name, key in references(r.test, r.mtu).items()}
+        ratio = {name: r.mb_per_s / v if v else None for name, v in got.items()}
+        r.ratio_iscsi_perf = ratio["iscsi-perf"]
+        r.ratio_qemu_img = ratio["qemu-img"]
+        r.ratio_iscsi_perf_mtu = ratio.get(SAME_MTU_RATIO)
 
 
 WARM_UP_REQUEST = 2 * MiB
@@ -960,18 +974,16 @@ def run(s: Settings) -> tuple[list[Row], dict[str, Any]]:
     return rows, info
 
 
-def mtu_order(mtu: int | None) -> int:
-    """Sort key of a row's MTU: a tool's loopback row (MTU None) before its veth rows and
-    bootinit's, which go by MTU."""
-    return -1 if mtu is None else mtu
+def row_order(test: str, initiator: str, mtu: int | None) -> tuple[int, int, int]:
+    """Sort key of a row as the tables show them (this one and run_all's): by test
+    (:data:`TESTS`), initiator (:data:`INITIATORS`), then MTU, a tool's loopback row
+    (MTU None) before its veth rows."""
+    return (TESTS.index(test), INITIATORS.index(initiator), -1 if mtu is None else mtu)
 
 
 def sort_rows(rows: list[Row]) -> None:
-    """Order ``rows`` as the table shows them, in place: by test, initiator, then MTU
-    (:func:`mtu_order`)."""
-    order = {t: i for i, t in enumerate(TESTS)}
-    who = {n: i for i, n in enumerate(INITIATORS)}
-    rows.sort(key=lambda r: (order[r.test], who[r.initiator], mtu_order(r.mtu)))
+    """Order ``rows`` as the table shows them, in place (:func:`row_order`)."""
+    rows.sort(key=lambda r: row_order(r.test, r.initiator, r.mtu))
 
 
 # --------------------------------------------------------------------------- output

@@ -423,9 +423,7 @@ def run_iscsi(s: Settings, info: dict[str, Any]) -> list[Row]:
                      "request": iset.request, "seq_qd": iset.seq_qd,
                      "counters": iinfo.get("bootinit_counters", {})}
     out = aggregate(rounds)
-    order = {t: i for i, t in enumerate(tests)}
-    who = {n: i for i, n in enumerate(iscsi_io.INITIATORS)}
-    out.sort(key=lambda r: (order[r.test], who[r.who], iscsi_io.mtu_order(r.mtu), r.offload))
+    out.sort(key=lambda r: (*iscsi_io.row_order(r.test, r.who, r.mtu), r.offload))
     return out
 
 
@@ -562,10 +560,6 @@ def run_kernel(s: Settings, info: dict[str, Any]) -> list[Row]:
 # --------------------------------------------------------------------------- ratios
 
 
-#: The ratio of bootinit's seq-read rows against iscsi-perf over a veth of their MTU.
-SAME_MTU_RATIO = "iscsi-perf@mtu"
-
-
 def _mbs(rows: Sequence[Row], **match: object) -> float | None:
     """The MB/s of the first row with a number whose fields equal ``match``."""
     for r in rows:
@@ -598,20 +592,14 @@ def ratios_of(rows: Sequence[Row], kernel_mtu: int) -> list[Ratios]:
         if r.mb_per_s is None:
             continue
         if r.part == "iscsi" and r.who == "bootinit":
-            test = iscsi_io.reference_test(r.test)
-            # the loopback rows only: the veth rows (with an MTU) have the same test
-            refs = {w: _mbs(rows, part="iscsi", test=test, who=w, mtu=None)
-                    for w in ("iscsi-perf", "qemu-img")}
-            for w, ref in refs.items():
+            refs = {name: _mbs(rows, part="iscsi", test=t, who=w, mtu=m)
+                    for name, (t, w, m) in iscsi_io.references(r.test, r.mtu).items()}
+            for name, ref in refs.items():
                 if ref:
-                    ratios[w] = r.mb_per_s / ref
-            if r.test in iscsi_io.SAME_MTU_TESTS:
-                veth = _mbs(rows, part="iscsi", test=test, who="iscsi-perf", mtu=r.mtu)
-                if veth:
-                    ratios[SAME_MTU_RATIO] = r.mb_per_s / veth
+                    ratios[name] = r.mb_per_s / ref
             goal = {"seq-read": GOAL_SEQ_READ, "seq-write": GOAL_SEQ_WRITE}.get(r.test)
             if goal is not None:
-                known = [v for v in refs.values() if v]
+                known = [v for w in iscsi_io.LOOPBACK_RATIOS if (v := refs[w])]
                 goals[goal.key] = r.mb_per_s / max(known) if known else None
         elif r.part == "tcp" and r.who in ("bootinit", "pytcp"):
             tap = _mbs(rows, part="tcp", test=r.test, who="tap-raw", mtu=r.mtu)

@@ -600,7 +600,7 @@ def test_run_all_veth_reference_fails_alone(monkeypatch: pytest.MonkeyPatch) -> 
         assert ours.goals.get(run_all.GOAL_SEQ_READ.key) is not None, ours
         assert ours.goal_ratios[run_all.GOAL_SEQ_READ.key] == \
             pytest.approx(ours.mb_per_s / loop.mb_per_s)
-        assert (run_all.SAME_MTU_RATIO in ours.ratios) == (mtu == 9000), ours.ratios
+        assert (iscsi_io.SAME_MTU_RATIO in ours.ratios) == (mtu == 9000), ours.ratios
     assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                           text=True, check=True).stdout.split()
                 if n.startswith("bvc")]

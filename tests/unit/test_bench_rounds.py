@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from bench import run_all
+from bench import iscsi_io, run_all
 from bench.run_all import Row, Settings, add_ratios, aggregate, goal_summary, median
 
 SETTINGS = Settings()
@@ -237,22 +237,22 @@ def test_same_mtu_ratio_uses_the_veth_row_of_that_mtu() -> None:
     rows = aggregate(rounds)
     add_ratios(rows, SETTINGS)
     at1500, at65520 = bootinit_at(rows, 1500), bootinit_at(rows, 65520)
-    assert at1500.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(110 / 250)
-    assert at65520.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(220 / 390)
+    assert at1500.ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(110 / 250)
+    assert at65520.ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(220 / 390)
     # the per-round machinery carries it: each round against that round's veth row
-    assert at1500.round_ratios[run_all.SAME_MTU_RATIO] == pytest.approx(
+    assert at1500.round_ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(
         [100 / 200, 120 / 300, 110 / 250])
-    assert at65520.round_ratios[run_all.SAME_MTU_RATIO] == pytest.approx(
+    assert at65520.round_ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(
         [200 / 380, 240 / 400, 220 / 390])
     # the plain iscsi-perf ratio stays against the loopback row
     assert at1500.ratios["iscsi-perf"] == pytest.approx(110 / 400)
     assert at65520.round_ratios["iscsi-perf"] == pytest.approx([0.5, 0.6, 0.55])
     # seq-read-1st: against the tools' seq-read, the veth row of its MTU too
     first = bootinit_at(rows, 1500, "seq-read-1st")
-    assert first.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(51 / 250)
+    assert first.ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(51 / 250)
     assert first.ratios["iscsi-perf"] == pytest.approx(51 / 400) and first.goals == {}
     # not for other tests; not for the tool rows themselves
-    assert run_all.SAME_MTU_RATIO not in bootinit_at(rows, 1500, "seq-write").ratios
+    assert iscsi_io.SAME_MTU_RATIO not in bootinit_at(rows, 1500, "seq-write").ratios
     assert all(r.ratios == {} for r in rows if r.who != "bootinit")
     text = run_all.table(rows, goal_summary(rows), _info(3))
     line = next(x for x in text.splitlines()
@@ -275,7 +275,7 @@ def test_goal_stays_against_the_loopback_libiscsi(veth: float) -> None:
     assert ours.goal_ratios["seq-read"] == pytest.approx((0.8 + 0.72) / 2)
     assert ours.goals["seq-read"] is False
     assert ours.ratios["iscsi-perf"] == pytest.approx(170 / 200)
-    assert ours.ratios[run_all.SAME_MTU_RATIO] == pytest.approx(170 / veth)
+    assert ours.ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(170 / veth)
     (g,) = [g for g in goal_summary(rows) if g["goal"] == "seq-read"]
     assert g["best_ratio"] == pytest.approx(0.76)
 
@@ -302,7 +302,6 @@ def test_iscsi_io_ratios_against_loopback_and_same_mtu() -> None:
     veth rows of the same test after it, ``ratio_iscsi_perf_mtu`` is against the veth
     row of the row's MTU (seq-read and seq-read-1st only), rows sort with MTU None
     first, and the table has the column."""
-    from bench import iscsi_io
 
     def row(test: str, who: str, mtu: int | None, mb_per_s: float) -> iscsi_io.Row:
         return iscsi_io.Row(test, who, mtu, int(mb_per_s * 1e6), 1.0, 1, iscsi_io.MiB, 16)
@@ -424,8 +423,6 @@ def test_cpu_span_measures_this_process_and_a_child(tmp_path: object) -> None:
     import subprocess
     import sys
     import time
-
-    from bench import iscsi_io
 
     class FakeTgtd:
         popen = subprocess.Popen([sys.executable, "-c",
