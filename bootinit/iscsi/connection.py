@@ -163,6 +163,14 @@ class IscsiConnection:
             return
         now = self.loop.time()
         s = self.session
+        if self._made and conn.placed_within_window() and not s.has_parsed_ahead():
+            # Only more of the Data-In payload the parser expects, placed where it goes:
+            # nothing to parse until the window fills or anything else comes (the bytes
+            # stay queued and join the next Placed marker), so no pass of the session;
+            # output the send side let go still leaves.
+            s.receiving(now)
+            self._flush()
+            return
         if not self._made and conn.connected:
             self._made = True
             s.connection_made(now)

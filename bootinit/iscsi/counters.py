@@ -16,7 +16,9 @@ Groups:
 * ``login``: attempts, successes, redirects, failures by reason;
 * ``recovery``: started, succeeded, failed, lun_changed;
 * ``nop``: pings sent/answered/timed out, target pings answered;
-* ``async``: Async Messages by event (RFC 7143 §11.9.1).
+* ``async``: Async Messages by event (RFC 7143 §11.9.1);
+* ``data``: R2Ts taken (``r2t``), and receive batches of placed Data-In payload left
+  for a later pass because they completed no PDU (``placed_deferred``).
 """
 
 from __future__ import annotations

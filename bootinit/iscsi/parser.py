@@ -89,6 +89,7 @@ class PduParser:
         "_hbuf",
         "_held",
         "_hneed",
+        "_last_continuation",
         "_max_dsl",
         "_placements",
         "_pred",
@@ -128,6 +129,9 @@ class PduParser:
         #: only then does placement_next predict.
         self.data_in_order = False
         self._pred: tuple[int, bool] | None = None
+        # the last continuation made (ITT, offset, task buffer, it), handed out again
+        # while the prediction stays the same
+        self._last_continuation: tuple[int, int, memoryview, Continuation] | None = None
         self._reset()
 
     # -- configuration -----------------------------------------------------
@@ -142,6 +146,7 @@ class PduParser:
         if not 0 < value <= MAX_DSL:
             raise ValueError(f"MaxRecvDataSegmentLength {value} outside 1..2**24-1")
         self._max_dsl = value
+        self._last_continuation = None  # (its window and accept used the old limit)
 
     def set_digests(self, header: bool, data: bool) -> None:
         """Enable/disable digests; call between PDUs (after the final Login Response)."""
@@ -266,6 +271,11 @@ class PduParser:
         dest = self._placements.get(itt)
         if dest is None or not 0 <= off < len(dest):
             return None
+        last = self._last_continuation
+        if last is not None and last[0] == itt and last[1] == off and last[2] is dest:
+            # the same prediction as the last one (a pass that parsed no header): the
+            # same object, whose accept checks the task's buffer when it is called
+            return last[3]
         max_dsl = self._max_dsl
         end = len(dest)
 
@@ -278,7 +288,9 @@ class PduParser:
             ok = dsl > 0 and n <= dsl <= max_dsl and off + dsl <= end and \
                 self._placements.get(itt) is dest
             return dsl if ok else 0
-        return Continuation(BHS_LEN, dest[off:min(end, off + max_dsl)], accept)
+        cont = Continuation(BHS_LEN, dest[off:min(end, off + max_dsl)], accept)
+        self._last_continuation = (itt, off, dest, cont)
+        return cont
 
     def _placement_room(self) -> int:
         """How many bytes :meth:`placement_window` spans (0: no window), without making

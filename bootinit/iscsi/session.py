@@ -590,6 +590,13 @@ class Session:
         if self._transport == _T_UP:
             self._consume(parser, chunks, now)
 
+    def receiving(self, now: float) -> None:
+        """Bytes came that this session will parse later (placed payload its parser
+        expects, see :meth:`IscsiConnection._on_tcp`): the connection is alive now, as
+        for the NOP-Out timers (RFC 7143 §11.18) any received bytes say."""
+        self._last_rx = now
+        self.counters.inc("data", "placed_deferred")
+
     def receive(self, data: BytesLike | Placed, now: float) -> None:
         """Bytes received on the transport (any chunking)."""
         self._now_hint = now

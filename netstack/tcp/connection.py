@@ -391,6 +391,19 @@ class TcpConnection:
             return buf[off:] if off == len(buf) and self.place_then is not None else None
         return buf[off:]
 
+    def placed_within_window(self) -> bool:
+        """Whether all that waits in the receive queue is bytes placed in the placement
+        window that leave some of it still to fill: the consumer has nothing new to
+        parse (the payload it expects goes on), so it may leave them queued until the
+        window fills or anything else comes; they join the next ``Placed`` marker.
+        False in any state but ESTABLISHED (a FIN, a reset or an error comes to the
+        consumer at once)."""
+        q = self._rcvq
+        buf = self._place_buf
+        return len(q) == 1 and type(q[0]) is Placed and buf is not None and \
+            self.state is _ESTABLISHED and \
+            (self.rcv_nxt - self._place_seq) & _MASK < len(buf)
+
     def _plain_queue(self, what: str) -> deque[bytes | memoryview]:
         """The receive queue for a reader that copies: it holds no ``Placed`` marker
         unless the consumer placed data, which only a ``recv_chunks`` reader may do."""

@@ -61,6 +61,8 @@ def test_reads_are_placed_and_equal_the_backing_file(
             # order costs some misses)
             assert placed > len(content) * 3 // 4, f"only {placed} bytes placed"
             assert tcp["placed_ahead"] > 0
+            # batches of payload that completed no Data-In waited for the next pass
+            assert dev.session.counters()["data"]["placed_deferred"] > 0
 
             # mixed random reads and writes at queue depth 32, each read checked against
             # what the LUN holds at that moment (our own model of it)

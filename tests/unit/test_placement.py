@@ -39,7 +39,7 @@ from netstack.interface import Interface, InterfaceConfig
 from netstack.tcp import seq as sq
 from netstack.tcp.connection import TcpConnection, TcpError
 from netstack.tcp.placement import Continuation, Placed
-from netstack.tcp.segment import ACK, PSH, OutSegment
+from netstack.tcp.segment import ACK, FIN, PSH, OutSegment
 from tests.unit.fake_target import FakeTarget, Harness, TargetSettings
 from tests.unit.tcp_sim import A_IP, B_IP
 from tests.unit.test_tcp_fastpath import MSS, Twins, counters, random_stream, snapshot
@@ -199,6 +199,42 @@ def test_placed_marker_grows_only_while_it_waits_at_the_queue_end() -> None:
     assert [len(x) for x in taken] == [2 * MSS]  # the consumer's marker is untouched
     assert [(type(x), len(x)) for x in conn._rcvq] == [(Placed, MSS)]
     assert conn._rcvq[0] is not taken[0]
+
+
+def test_placed_within_window_while_only_placed_bytes_leave_room() -> None:
+    """The consumer may leave queued bytes alone while they are all placed and the window
+    is not yet full; anything else in the queue, a full window, no window or another
+    state than ESTABLISHED says it has work."""
+    tw = predicting(PlacedTwins(8, region=3 * MSS))
+    conn = tw.conns[0]
+
+    def one(n: int = MSS, flags: int = ACK | PSH) -> None:
+        tw.peer_ts += 1
+        tw.deliver(tw.segment(tw.peer_nxt, n, flags=flags))
+        tw.peer_nxt = sq.add(tw.peer_nxt, n)
+
+    assert not conn.placed_within_window()  # nothing queued
+    one()
+    assert conn.placed_within_window()
+    one()
+    assert conn.placed_within_window()  # the one marker grew
+    one()
+    assert not conn.placed_within_window()  # the window is full: its PDU may be done
+    tw.app_read(3 * MSS)
+    one()
+    assert conn.placed_within_window()
+    conn.set_placement(None)
+    assert not conn.placed_within_window()  # no window
+    tw.app_read(MSS)
+    one()
+    assert conn.placed_within_window()
+    one(2 * MSS + 100)  # past the window's end: the rest is queued as ordinary bytes
+    assert [type(x) for x in conn._rcvq] == [Placed, bytes]
+    assert not conn.placed_within_window()
+    tw.app_read(3 * MSS + 100)
+    one()
+    one(10, ACK | PSH | FIN)  # a FIN (and its bytes) come to the consumer at once
+    assert not conn.placed_within_window()
 
 
 def test_recv_refuses_a_queue_with_placed_bytes() -> None:
@@ -635,8 +671,8 @@ def test_parser_predicts_the_same_tasks_next_data_in() -> None:
                 good[:4] + b"\x01" + good[5:48]):  # with an AHS
         assert not then.accept(memoryview(bad[:48]), 1), bad[:1]
     p.feed(first[100:])
-    after = p.placement_next()  # between the PDUs: the same prediction
-    assert after is not None and len(after.buf) == 8192
+    after = p.placement_next()  # between the PDUs: the same prediction, the same object
+    assert after is then and len(after.buf) == 8192
     assert after.accept(memoryview(good), 10)
     p.unplace(5)
     assert not after.accept(memoryview(good), 10)  # the task's buffer was given back
