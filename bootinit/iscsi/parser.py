@@ -169,6 +169,7 @@ class PduParser:
         a scratch buffer: the task's buffer is its owner's again."""
         dest = self._placements.pop(itt, None)
         self._expect.pop(itt, None)
+        self._forget_continuation(itt)
         if dest is not None and self._dest is dest:
             self._redirect_to_scratch()
 
@@ -291,6 +292,14 @@ class PduParser:
         cont = Continuation(BHS_LEN, dest[off:min(end, off + max_dsl)], accept)
         self._last_continuation = (itt, off, dest, cont)
         return cont
+
+    def _forget_continuation(self, itt: int) -> None:
+        """``itt`` no longer has a buffer here: drop the last continuation if it was
+        into that buffer (it holds a view of it, which would keep its owner from
+        resizing it)."""
+        last = self._last_continuation
+        if last is not None and last[0] == itt:
+            self._last_continuation = None
 
     def _placement_room(self) -> int:
         """How many bytes :meth:`placement_window` spans (0: no window), without making
@@ -482,6 +491,7 @@ class PduParser:
             itt = int.from_bytes(h[16:20], "big")
             self._placements.pop(itt, None)
             self._expect.pop(itt, None)
+            self._forget_continuation(itt)
         item: ParsedItem = pdu
         if self._state == _S_DDIGEST:
             got = int.from_bytes(self._hbuf[_MAX_HEADER:], "little")

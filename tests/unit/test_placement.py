@@ -698,6 +698,26 @@ def test_parser_after_the_status_predicts_the_oldest_other_task() -> None:
         memoryview(_data_in(1, 4096, b"z" * 4096)[:48]), 8)
 
 
+def test_parser_keeps_no_view_of_a_finished_tasks_buffer() -> None:
+    """The continuation handed out again holds a view of its task's buffer; once the
+    task's status is parsed (or it is unplaced) the parser lets go of it, so the owner
+    may resize the buffer."""
+    for finish in ("status", "unplace"):
+        buf = bytearray(8192)
+        p = _predicting_parser()
+        p.place(5, buf)
+        p.feed(_data_in_more(5, 0, b"a" * 4096))
+        then = p.placement_next()
+        assert then is not None and p.placement_next() is then
+        del then
+        if finish == "status":
+            p.feed(_data_in(5, 4096, b"b" * 4096, status=True))
+        else:
+            p.unplace(5)
+        buf.extend(b"x")  # BufferError while any view of it is alive
+        assert len(buf) == 8193
+
+
 @pytest.mark.parametrize("case", ["not in order", "digest", "padding", "final no status",
                                   "unplaced", "held"])
 def test_parser_predicts_nothing_it_cannot_vouch_for(case: str) -> None:
