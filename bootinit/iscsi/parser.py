@@ -167,9 +167,7 @@ class PduParser:
         """Forget the destination of ``itt`` (task done or aborted); no error if absent.
         When the data of a Data-In for it is being parsed, the rest of that data goes to
         a scratch buffer: the task's buffer is its owner's again."""
-        dest = self._placements.pop(itt, None)
-        self._expect.pop(itt, None)
-        self._forget_continuation(itt)
+        dest = self._drop_placement(itt)
         if dest is not None and self._dest is dest:
             self._redirect_to_scratch()
 
@@ -293,13 +291,15 @@ class PduParser:
         self._last_continuation = (itt, off, dest, cont)
         return cont
 
-    def _forget_continuation(self, itt: int) -> None:
-        """``itt`` no longer has a buffer here: drop the last continuation if it was
-        into that buffer (it holds a view of it, which would keep its owner from
-        resizing it)."""
+    def _drop_placement(self, itt: int) -> memoryview | None:
+        """Forget ``itt``'s buffer (returned, None when it had none), where its data has
+        reached, and the last continuation if it was into that buffer (it holds a view
+        of it, which would keep its owner from resizing it)."""
+        self._expect.pop(itt, None)
         last = self._last_continuation
         if last is not None and last[0] == itt:
             self._last_continuation = None
+        return self._placements.pop(itt, None)
 
     def _placement_room(self) -> int:
         """How many bytes :meth:`placement_window` spans (0: no window), without making
@@ -488,10 +488,7 @@ class PduParser:
             # Status (a SCSI Response, or Data-In with the S bit, §11.7.4) ends the task:
             # no later PDU for this ITT may write into its buffer, even one parsed
             # before the session has processed this one (a batch of chunks).
-            itt = int.from_bytes(h[16:20], "big")
-            self._placements.pop(itt, None)
-            self._expect.pop(itt, None)
-            self._forget_continuation(itt)
+            self._drop_placement(int.from_bytes(h[16:20], "big"))
         item: ParsedItem = pdu
         if self._state == _S_DDIGEST:
             got = int.from_bytes(self._hbuf[_MAX_HEADER:], "little")

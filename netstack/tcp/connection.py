@@ -396,13 +396,14 @@ class TcpConnection:
         window that leave some of it still to fill: the consumer has nothing new to
         parse (the payload it expects goes on), so it may leave them queued until the
         window fills or anything else comes; they join the next ``Placed`` marker.
-        False in any state but ESTABLISHED (a FIN, a reset or an error comes to the
-        consumer at once)."""
+        False whenever :meth:`placement_target` has no room left or none at all: in any
+        state but ESTABLISHED (a FIN, a reset or an error comes to the consumer at once),
+        or with data waiting out of order."""
         q = self._rcvq
-        buf = self._place_buf
-        return len(q) == 1 and type(q[0]) is Placed and buf is not None and \
-            self.state is _ESTABLISHED and \
-            (self.rcv_nxt - self._place_seq) & _MASK < len(buf)
+        if len(q) != 1 or type(q[0]) is not Placed:
+            return False
+        target = self.placement_target()
+        return target is not None and len(target) > 0
 
     def _plain_queue(self, what: str) -> deque[bytes | memoryview]:
         """The receive queue for a reader that copies: it holds no ``Placed`` marker
