@@ -251,6 +251,11 @@ def test_same_mtu_ratio_uses_the_veth_row_of_that_mtu() -> None:
     first = bootinit_at(rows, 1500, "seq-read-1st")
     assert first.ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(51 / 250)
     assert first.ratios["iscsi-perf"] == pytest.approx(51 / 400) and first.goals == {}
+    # the seq-read rows' like-for-like goal: each round against that round's veth row
+    assert at1500.goal_round_ratios["seq-read@mtu"] == pytest.approx(
+        [100 / 200, 120 / 300, 110 / 250])
+    assert at65520.goal_ratios["seq-read@mtu"] == pytest.approx(220 / 390)
+    assert "seq-read@mtu" not in bootinit_at(rows, 1500, "seq-write").goals
     # not for other tests; not for the tool rows themselves
     assert iscsi_io.SAME_MTU_RATIO not in bootinit_at(rows, 1500, "seq-write").ratios
     assert all(r.ratios == {} for r in rows if r.who != "bootinit")
@@ -258,7 +263,8 @@ def test_same_mtu_ratio_uses_the_veth_row_of_that_mtu() -> None:
     line = next(x for x in text.splitlines()
                 if x.startswith("iscsi  seq-read ") and x.split()[2:4] == ["bootinit", "1500"])
     assert "0.28/iscsi-perf  0.37/qemu-img  0.44/iscsi-perf@mtu" in line, line
-    assert "(ratio iscsi-perf@mtu; goals against the loopback rows)" in text
+    assert ("(ratio iscsi-perf@mtu, and the goal seq-read@mtu; the other goals against "
+            "the loopback rows)") in text
     veth_lines = [x for x in text.splitlines() if x.split()[2:4] == ["iscsi-perf", "1500"]]
     assert len(veth_lines) == 1, text
 
@@ -278,6 +284,31 @@ def test_goal_stays_against_the_loopback_libiscsi(veth: float) -> None:
     assert ours.ratios[iscsi_io.SAME_MTU_RATIO] == pytest.approx(170 / veth)
     (g,) = [g for g in goal_summary(rows) if g["goal"] == "seq-read"]
     assert g["best_ratio"] == pytest.approx(0.76)
+
+
+def test_same_mtu_goal_judged_against_the_veth_row_of_the_rows_mtu() -> None:
+    """``seq-read@mtu``: the median of per-round ratios against iscsi-perf over the veth
+    of the row's MTU, met at 0.8 whatever the loopback goal says; a row whose MTU has no
+    veth row cannot be judged (None, not False); the summary and table name both goals."""
+    rows = aggregate(veth_rounds({1500: [160, 180, 170], 65520: [300, 300, 300]},
+                                 loop=[400, 400, 400], veth={1500: [200, 200, 250]},
+                                 qemu=[100, 100, 100]))
+    add_ratios(rows, SETTINGS)
+    ours = bootinit_at(rows, 1500)
+    assert ours.goal_round_ratios["seq-read@mtu"] == pytest.approx([0.8, 0.9, 0.68])
+    assert ours.goal_ratios["seq-read@mtu"] == pytest.approx(0.8)
+    assert ours.goals["seq-read@mtu"] is True
+    assert ours.goals["seq-read"] is False  # 170/400 against the loopback row
+    assert bootinit_at(rows, 65520).goals["seq-read@mtu"] is None
+    summary = {g["goal"]: g for g in goal_summary(rows)}
+    assert summary["seq-read@mtu"]["judged"] == 1 and summary["seq-read@mtu"]["met"] == 1
+    assert summary["seq-read@mtu"]["rows"] == 2 and summary["seq-read"]["met"] == 0
+    text = run_all.table(rows, list(summary.values()), _info(3))
+    line = next(x for x in text.splitlines()
+                if x.startswith("iscsi  seq-read ") and x.split()[2:4] == ["bootinit", "1500"])
+    assert ">=0.8x libiscsi@mtu: met (0.80; per round 0.68-0.90)" in line, line
+    assert ">=0.8x libiscsi: NOT met" in line, line
+    assert "seq read >= 0.8x libiscsi at the same MTU (iscsi-perf, veth)" in text
 
 
 def test_expected_rows_include_one_veth_row_per_mtu() -> None:
