@@ -28,7 +28,8 @@ Initiators:
   of the ``--mtu`` options): a row with that MTU, the kernel's TCP over a link like
   bootinit's TAP. Loopback is the faster path for it (e.g. 2.6-2.8 GB/s against ~2.0 at
   MTU 1500 and ~2.5 at 65520), so the loopback row stays the reference of
-  ``/iscsi-perf`` (and of run_all's goals).
+  ``/iscsi-perf`` (and of run_all's loopback goals; its ``seq-read@mtu`` goal is
+  against the veth row of the row's MTU).
 * ``qemu-img convert`` (libiscsi inside qemu's block layer; defaults: 8 coroutines) —
   inside the namespace: ``iscsi://`` to a ``null-co`` sink (qemu-img refuses
   ``/dev/null`` as a convert target) for the read, and a tmpfs file to ``iscsi://`` for
