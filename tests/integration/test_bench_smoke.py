@@ -456,6 +456,8 @@ def test_run_all_tiny(tmp_path: Path) -> None:
                 assert "/kernel" in m["rest"], m[0]
         if who == "bootinit" and test in ("seq-read", "seq-write"):
             assert ">=0.8x libiscsi: " in m["rest"], m[0]
+            # the read also against libiscsi over the veth of its MTU
+            assert (">=0.8x libiscsi@mtu: " in m["rest"]) == (test == "seq-read"), m[0]
         if who == "bootinit" and test == "seq-read-1st":  # ratios, no goal
             assert "/iscsi-perf" in m["rest"] and "libiscsi: " not in m["rest"], m[0]
         if who == "bootinit" and part == "iscsi":  # against iscsi-perf over a veth
@@ -469,12 +471,16 @@ def test_run_all_tiny(tmp_path: Path) -> None:
         else:
             assert m["cpu"] in (None, "-") and m["tgtd"] in (None, "-"), m[0]
     goals = out[out.index("goals (issue 6):"):].splitlines()[1:]
-    assert len(goals) == 4 and all(re.search(r"(MET|not met|cannot be judged)", g)
+    assert len(goals) == 5 and all(re.search(r"(MET|not met|cannot be judged)", g)
                                    for g in goals), out
     doc = json.loads(json_file.read_text())
     assert len(doc["rows"]) == len(expected)
     assert not [r for r in doc["rows"] if r["check"] == "FAIL"]
-    assert [g["goal"] for g in doc["goals"]] == ["seq-read", "seq-write", "pytcp", "kernel"]
+    assert [g["goal"] for g in doc["goals"]] == ["seq-read", "seq-read@mtu", "seq-write",
+                                                 "pytcp", "kernel"]
+    (same,) = [g for g in doc["goals"] if g["goal"] == "seq-read@mtu"]
+    # every bootinit seq-read row (2 MTUs x 2 offload modes), each with its veth row
+    assert same["judged"] == same["rows"] == 4, same
     assert doc["info"]["kernel_veth"]["recv_sha_ok"] and doc["info"]["kernel_veth"]["send_sha_ok"]
     if pytcp:
         for runs in doc["info"]["pytcp"].values():
@@ -535,13 +541,16 @@ def test_run_all_rounds_tiny(tmp_path: Path) -> None:
         if r["who"] == "bootinit" and r["test"] == "seq-read-1st":
             assert r["goals"] == {} and len(r["round_ratios"]["iscsi-perf"]) == 2, r
         elif r["who"] == "bootinit" and r["test"].startswith("seq"):
-            goal = r["test"]
-            assert len(r["goal_round_ratios"][goal]) == 2, r
-            assert r["goals"][goal] == (r["goal_ratios"][goal] >= 0.8), r
+            keys = [r["test"], *(["seq-read@mtu"] if r["test"] == "seq-read" else [])]
+            assert sorted(r["goals"]) == sorted(keys), r
+            for goal in keys:
+                assert len(r["goal_round_ratios"][goal]) == 2, r
+                assert r["goals"][goal] == (r["goal_ratios"][goal] >= 0.8), r
             assert "per round" in m["rest"], m[0]
     assert len(doc["info"]["kernel_veth_rounds"]) == 2
     assert all(k["recv_sha_ok"] and k["send_sha_ok"] for k in doc["info"]["kernel_veth_rounds"])
-    assert [g["goal"] for g in doc["goals"]] == ["seq-read", "seq-write", "pytcp", "kernel"]
+    assert [g["goal"] for g in doc["goals"]] == ["seq-read", "seq-read@mtu", "seq-write",
+                                                 "pytcp", "kernel"]
 
 
 def test_run_all_reports_missing_pytcp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -601,6 +610,9 @@ def test_run_all_veth_reference_fails_alone(monkeypatch: pytest.MonkeyPatch) -> 
         assert ours.goal_ratios[run_all.GOAL_SEQ_READ.key] == \
             pytest.approx(ours.mb_per_s / loop.mb_per_s)
         assert (iscsi_io.SAME_MTU_RATIO in ours.ratios) == (mtu == 9000), ours.ratios
+        # the same-MTU goal: judged where its veth row stands, None (n/a) where it failed
+        same = ours.goals[run_all.GOAL_SEQ_READ_MTU.key]
+        assert (same is None) == (mtu == 1500), ours.goals
     assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                           text=True, check=True).stdout.split()
                 if n.startswith("bvc")]
